@@ -1,0 +1,183 @@
+"""YAML configs: defaults below, then `__include__`d files, then the file, then `-u key=value` overrides.
+
+Every key a config may set is listed in DEFAULTS with its default value; a key that is
+not there is an error naming it (a typo must not be silently ignored). The loaded
+config is a plain nested dict: what builds what is in `rtdetr_fine/build.py`.
+"""
+import copy
+import os
+
+import yaml
+
+COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
+
+DEFAULTS = {
+    "num_classes": 80,
+    "remap_mscoco_category": True,    # COCO category ids (1..90) <-> contiguous labels (0..79)
+    "epochs": 12,                     # 1x schedule
+    "output_dir": "output/run",
+    "seed": 0,
+    "backbone": {
+        "depth": 50, "variant": "d", "num_stages": 4, "return_idx": [1, 2, 3],
+        "freeze_at": 0, "freeze_norm": True,
+        "pretrained": None,           # null | true (official URL) | local path | URL
+    },
+    "encoder": {
+        "in_channels": [512, 1024, 2048], "feat_strides": [8, 16, 32], "hidden_dim": 256,
+        "use_encoder_idx": [2], "num_encoder_layers": 1, "nhead": 8, "dim_feedforward": 1024,
+        "dropout": 0.0, "enc_act": "gelu", "pe_temperature": 10000, "expansion": 1.0,
+        "depth_mult": 1.0, "act": "silu",
+    },
+    "fine": {
+        "enabled": False,
+        "attention": "linear_bottleneck",   # quadratic | linear | linear_bottleneck
+        "modulation": "multiply",           # multiply (Eq. 8) | residual (revised FINE)
+        "num_heads": 8, "ffn_ratio": 4,
+    },
+    "decoder": {
+        "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256], "feat_strides": [8, 16, 32],
+        "num_levels": 3, "num_decoder_points": 4, "nhead": 8, "num_decoder_layers": 6,
+        "dim_feedforward": 1024, "dropout": 0.0, "activation": "relu", "num_denoising": 100,
+        "label_noise_ratio": 0.5, "box_noise_scale": 1.0, "learnt_init_query": False,
+        "eval_idx": -1, "eps": 0.01, "aux_loss": True,
+    },
+    "criterion": {
+        "weight_dict": {"loss_vfl": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+        "losses": ["vfl", "boxes"], "alpha": 0.75, "gamma": 2.0,
+        "matcher": {"cost_class": 2.0, "cost_bbox": 5.0, "cost_giou": 2.0, "alpha": 0.25, "gamma": 2.0},
+    },
+    "postprocessor": {"num_top_queries": 300},
+    "train_dataloader": {
+        "dataset": {"img_folder": "data/coco/train2017", "ann_file": "data/coco/annotations/instances_train2017.json"},
+        "batch_size": 4,              # per process (the official 1x: 4 GPUs x 4)
+        "num_workers": 4,
+        "image_size": 640,
+        "multi_scale": COCO_MULTI_SCALES,   # per-batch sizes; [] disables
+        "no_aug_epochs": 1,           # strong augmentation and multi-scale off for the last N epochs
+    },
+    "val_dataloader": {
+        "dataset": {"img_folder": "data/coco/val2017", "ann_file": "data/coco/annotations/instances_val2017.json"},
+        "batch_size": 8, "num_workers": 4, "image_size": 640,
+    },
+    "optimizer": {
+        "lr": 1.0e-4, "backbone_lr": 1.0e-5, "weight_decay": 1.0e-4, "betas": [0.9, 0.999],
+        "clip_max_norm": 0.1, "warmup_iters": 2000,
+        "lr_milestones": [],          # epochs at which lr is multiplied by lr_gamma
+        "lr_gamma": 0.1,
+    },
+    "ema": {"enabled": True, "decay": 0.9999, "warmups": 2000},
+    "amp": {"dtype": "bfloat16"},     # used with --amp on CUDA: bfloat16 | float16 (with a grad scaler)
+    "sync_bn": False,
+    "find_unused_parameters": True,
+    "checkpoint_freq": 1,
+    "log_every": 20,
+    "demo": {"enabled": False, "root": "data/demo_shapes", "num_train": 200, "num_val": 50, "image_size": 320},
+}
+
+# Keys whose value is a mapping with free-form entries (not validated key by key).
+FREE_FORM = {"criterion.weight_dict"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path, overrides=()):
+    """Load a YAML config with includes and "dotted.key=value" overrides; validate every key."""
+    cfg = copy.deepcopy(DEFAULTS)
+    _merge(cfg, _read_with_includes(path, seen=()), source=path)
+    for item in overrides:
+        _merge(cfg, _parse_override(item), source=f"override {item!r}")
+    _validate_choices(cfg, path)
+    return cfg
+
+
+def _read_with_includes(path, seen):
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"{path}: include cycle through {' -> '.join(seen)}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    merged = {}
+    includes = data.pop("__include__", [])
+    for inc in [includes] if isinstance(includes, str) else includes:
+        inc_path = os.path.join(os.path.dirname(path), inc)
+        _merge_raw(merged, _read_with_includes(inc_path, seen + (path,)))
+    _merge_raw(merged, data)
+    return merged
+
+
+def _merge_raw(dst, src):
+    for k, v in src.items():
+        if isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge_raw(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+
+
+def _merge(dst, src, source, prefix=""):
+    """Merge src into dst, refusing keys that the defaults do not have."""
+    for k, v in src.items():
+        key = prefix + k
+        if k not in dst:
+            known = ", ".join(sorted(dst)) if prefix else "see DEFAULTS in rtdetr_fine/config.py"
+            raise ConfigError(f"{source}: unknown config key '{key}' (known here: {known})")
+        if isinstance(dst[k], dict) and key not in FREE_FORM:
+            if not isinstance(v, dict):
+                raise ConfigError(f"{source}: config key '{key}' must be a mapping, got {v!r}")
+            _merge(dst[k], v, source, key + ".")
+        else:
+            dst[k] = _checked_value(key, dst[k], v, source)
+
+
+def _checked_value(key, default, value, source):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) != isinstance(value, bool):
+        raise ConfigError(f"{source}: config key '{key}' expects a boolean-like {type(default).__name__}, got {value!r}")
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        raise ConfigError(f"{source}: config key '{key}' expects a number, got {value!r}")
+    if isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(default, list) and not isinstance(value, list):
+        raise ConfigError(f"{source}: config key '{key}' expects a list, got {value!r}")
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{source}: config key '{key}' expects a string, got {value!r}")
+    return copy.deepcopy(value)
+
+
+def _parse_override(item):
+    """'a.b.c=value' -> {'a': {'b': {'c': yaml(value)}}}."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like dotted.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    out = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def _validate_choices(cfg, path):
+    from .fine import ATTENTION_MODES, MODULATIONS
+    fine = cfg["fine"]
+    if fine["attention"] not in ATTENTION_MODES:
+        raise ConfigError(f"{path}: fine.attention must be one of {ATTENTION_MODES}, got {fine['attention']!r}")
+    if fine["modulation"] not in MODULATIONS:
+        raise ConfigError(f"{path}: fine.modulation must be one of {MODULATIONS}, got {fine['modulation']!r}")
+    if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
+        raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
+
+
+def dump_config(cfg):
+    return yaml.safe_dump(cfg, sort_keys=False)
