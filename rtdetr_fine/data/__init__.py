@@ -1,0 +1,27 @@
+"""Data: COCO-format datasets, RT-DETR transforms, collation, synthetic sets."""
+from .coco import CocoDetection, CocoFormatError, mscoco_category2label, mscoco_label2category
+from .collate import MultiScaleCollate, collate
+from .synthetic import make_hygiene_dataset, make_shapes_dataset
+from .transforms import StopEpochTransforms, build_train_transforms, build_val_transforms
+
+# Official RT-DETR multi-scale training sizes (640 weighted x3).
+RTDETR_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
+
+
+def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
+                  num_classes=None, stop_epoch=None):
+    """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`) or val transforms.
+
+    image_size: int or (h, w). num_classes: checked against the set's categories.
+    Call dataset.set_epoch(epoch) each epoch for the stop_epoch policy.
+    """
+    transforms = StopEpochTransforms(image_size, stop_epoch) if train else build_val_transforms(image_size)
+    return CocoDetection(img_folder, ann_file, transforms, remap_mscoco_category=remap_mscoco_category,
+                         num_classes=num_classes)
+
+
+__all__ = [
+    "CocoDetection", "CocoFormatError", "MultiScaleCollate", "RTDETR_SCALES", "StopEpochTransforms",
+    "build_dataset", "build_train_transforms", "build_val_transforms", "collate", "make_hygiene_dataset",
+    "make_shapes_dataset", "mscoco_category2label", "mscoco_label2category",
+]

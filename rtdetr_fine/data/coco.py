@@ -1,0 +1,237 @@
+"""COCO-format detection dataset: annotation checks, label mapping, box hygiene."""
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from torchvision import tv_tensors
+
+from ..coco_ids import COCO_CATEGORY_TO_LABEL, COCO_LABEL_TO_CATEGORY
+from .image_io import load_rgb_image
+
+logger = logging.getLogger(__name__)
+
+# The 80 category ids used by COCO 2017 detection (ids run 1..90 with gaps).
+MSCOCO_CATEGORY_IDS = tuple(COCO_LABEL_TO_CATEGORY)
+mscoco_category2label = dict(COCO_CATEGORY_TO_LABEL)
+mscoco_label2category = dict(enumerate(COCO_LABEL_TO_CATEGORY))
+
+
+class CocoFormatError(ValueError):
+    """The annotation file is not a usable COCO detection file."""
+
+
+def _is_number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _ann_name(ann, index):
+    return f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotation #{index}"
+
+
+def read_coco_json(ann_file):
+    """Load and structurally validate a COCO detection annotation file -> dict."""
+    try:
+        with open(ann_file, "rb") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CocoFormatError(f"{ann_file}: not a valid JSON file ({e})") from e
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{ann_file}: top level must be a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise CocoFormatError(f"{ann_file}: missing top-level key '{key}' (COCO detection format "
+                                  "needs 'images', 'annotations' and 'categories')")
+        if not isinstance(data[key], list):
+            raise CocoFormatError(f"{ann_file}: '{key}' must be a list, got {type(data[key]).__name__}")
+
+    image_ids = set()
+    for i, img in enumerate(data["images"]):
+        name = f"image id {img.get('id')}" if isinstance(img, dict) else f"image #{i}"
+        if not isinstance(img, dict) or not isinstance(img.get("id"), int):
+            raise CocoFormatError(f"{ann_file}: {name} has no integer 'id'")
+        if not isinstance(img.get("file_name"), str):
+            raise CocoFormatError(f"{ann_file}: {name} has no 'file_name'")
+        for key in ("width", "height"):
+            if not isinstance(img.get(key), int) or img[key] <= 0:
+                raise CocoFormatError(f"{ann_file}: {name} needs a positive integer '{key}', got {img.get(key)!r}")
+        if img["id"] in image_ids:
+            raise CocoFormatError(f"{ann_file}: duplicate {name}")
+        image_ids.add(img["id"])
+
+    category_ids = set()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
+            raise CocoFormatError(f"{ann_file}: category #{i} has no integer 'id'")
+        if cat["id"] in category_ids:
+            raise CocoFormatError(f"{ann_file}: duplicate category id {cat['id']}")
+        category_ids.add(cat["id"])
+
+    ann_ids = set()
+    for i, ann in enumerate(data["annotations"]):
+        name = _ann_name(ann, i)
+        if not isinstance(ann, dict) or "id" not in ann:
+            raise CocoFormatError(f"{ann_file}: {name} has no 'id'")
+        if ann["id"] in ann_ids:
+            raise CocoFormatError(f"{ann_file}: duplicate {name}")
+        ann_ids.add(ann["id"])
+        if ann.get("image_id") not in image_ids:
+            raise CocoFormatError(f"{ann_file}: {name} refers to image_id {ann.get('image_id')!r}, "
+                                  "which is not in 'images'")
+        if not isinstance(ann.get("category_id"), int):
+            raise CocoFormatError(f"{ann_file}: {name} has no integer 'category_id'")
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise CocoFormatError(f"{ann_file}: {name} has bbox {bbox!r}; expected 4 finite numbers "
+                                  "[x, y, width, height]")
+        if ann.get("iscrowd", 0) not in (0, 1):
+            raise CocoFormatError(f"{ann_file}: {name} has iscrowd={ann.get('iscrowd')!r}; expected 0 or 1")
+    return data
+
+
+def clean_boxes(anns, width, height, category2label, ann_file):
+    """COCO anns of one image -> (boxes xyxy float32 [N, 4], labels int64 [N], area float32 [N], counts).
+
+    Crowd boxes are left out, zero/negative-size boxes and boxes wholly outside the
+    image are dropped, the rest are clipped to [0, width] x [0, height].
+    """
+    boxes, labels, areas = [], [], []
+    counts = {"crowd": 0, "degenerate": 0, "outside": 0, "clipped": 0}
+    for ann in anns:
+        if ann["category_id"] not in category2label:
+            raise CocoFormatError(f"{ann_file}: annotation id {ann['id']} has category_id {ann['category_id']}, "
+                                  "which is not in the label mapping (check 'categories' and "
+                                  "remap_mscoco_category)")
+        if ann.get("iscrowd", 0):
+            counts["crowd"] += 1
+            continue
+        x, y, w, h = (float(v) for v in ann["bbox"])
+        if w <= 0 or h <= 0:
+            counts["degenerate"] += 1
+            continue
+        box = [x, y, x + w, y + h]
+        clipped = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
+                   min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            counts["outside"] += 1
+            continue
+        counts["clipped"] += clipped != box
+        area = ann.get("area")
+        boxes.append(clipped)
+        labels.append(category2label[ann["category_id"]])
+        areas.append(float(area) if _is_number(area) else (clipped[2] - clipped[0]) * (clipped[3] - clipped[1]))
+    return (np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64),
+            np.asarray(areas, dtype=np.float32), counts)
+
+
+class CocoDetection(torch.utils.data.Dataset):
+    """COCO-format detection set. Item: (image, target), before `transforms`:
+
+    image: PIL RGB, EXIF orientation applied; target: boxes BoundingBoxes xyxy absolute
+    [N, 4], labels int64 [N], image_id int64 [], area float32 [N], iscrowd int64 [N] (all 0:
+    crowd regions are not training targets), orig_size int64 [2] = (w, h).
+    All images of the file are samples, also those without boxes.
+    """
+
+    def __init__(self, img_folder, ann_file, transforms=None, remap_mscoco_category=False,
+                 num_classes=None, exif_transpose=True):
+        for path in (img_folder, ann_file):
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"dataset path does not exist: {path}")
+        self.img_folder, self.ann_file = img_folder, ann_file
+        self.transforms = transforms
+        self.exif_transpose = exif_transpose
+        self._reported_orientation = False
+
+        data = read_coco_json(ann_file)
+        self.coco = COCO()
+        self.coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.coco.createIndex()
+
+        cat_ids = sorted(self.coco.cats)
+        self.category2name = {c: self.coco.cats[c].get("name", str(c)) for c in cat_ids}
+        if remap_mscoco_category:
+            self.category2label = dict(mscoco_category2label)
+            used = [self.category2label[c] for c in cat_ids if c in self.category2label]
+            self.num_categories = max(used) + 1 if used else 0
+        else:
+            self.category2label = {c: i for i, c in enumerate(cat_ids)}
+            self.num_categories = len(cat_ids)
+        self.label2category = {v: k for k, v in self.category2label.items()}
+        if num_classes is not None and self.num_categories > num_classes:
+            raise ValueError(f"{ann_file} needs {self.num_categories} classes (labels 0..{self.num_categories - 1}) "
+                             f"but num_classes={num_classes}; raise the config key `num_classes`")
+
+        self.ids = sorted(self.coco.imgs)
+        self._targets = []
+        totals = {"crowd": 0, "degenerate": 0, "outside": 0, "clipped": 0}
+        for img_id in self.ids:
+            info = self.coco.imgs[img_id]
+            *target, counts = clean_boxes(self.coco.imgToAnns.get(img_id, []), info["width"], info["height"],
+                                          self.category2label, ann_file)
+            self._targets.append(tuple(target))
+            for k, v in counts.items():
+                totals[k] += v
+        self.stats = {"dropped": totals["degenerate"] + totals["outside"], **totals,
+                      "boxes": sum(len(t[0]) for t in self._targets),
+                      "empty_images": sum(len(t[0]) == 0 for t in self._targets)}
+        self._report()
+
+    def _report(self):
+        s = self.stats
+        line = (f"{self.ann_file}: {len(self.ids)} images ({s['empty_images']} without boxes), "
+                f"{s['boxes']} boxes; dropped {s['dropped']} ({s['degenerate']} zero/negative size, "
+                f"{s['outside']} outside the image), clipped {s['clipped']} to the image border, "
+                f"left out {s['crowd']} iscrowd")
+        logger.log(logging.WARNING if s["dropped"] or s["clipped"] else logging.INFO, line)
+
+    def __len__(self):
+        return len(self.ids)
+
+    def load_image(self, index):
+        """PIL RGB image of sample `index`, sized as the annotation file says."""
+        info = self.coco.imgs[self.ids[index]]
+        path = os.path.join(self.img_folder, info["file_name"])
+        image, stored_orientation = load_rgb_image(path, info["id"], (info["width"], info["height"]),
+                                                   self.exif_transpose)
+        if stored_orientation and not self._reported_orientation:
+            self._reported_orientation = True
+            logger.warning(f"{path}: EXIF orientation ignored because {self.ann_file} gives the stored "
+                           "(un-rotated) size; annotations are taken as relative to the stored pixels "
+                           "(reported once per dataset)")
+        return image
+
+    def load_target(self, index):
+        """Target dict of sample `index` before transforms (see class docstring)."""
+        info = self.coco.imgs[self.ids[index]]
+        boxes, labels, area = self._targets[index]
+        h, w = info["height"], info["width"]
+        return {
+            "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes), format="XYXY", canvas_size=(h, w)),
+            "labels": torch.tensor(labels),
+            "image_id": torch.tensor(info["id"], dtype=torch.int64),
+            "area": torch.tensor(area),
+            "iscrowd": torch.zeros(len(labels), dtype=torch.int64),
+            "orig_size": torch.tensor([w, h], dtype=torch.int64),
+        }
+
+    def __getitem__(self, index):
+        image, target = self.load_image(index), self.load_target(index)
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target
+
+    def set_epoch(self, epoch):
+        """Forward the epoch to epoch-dependent transforms (RT-DETR's stop_epoch policy)."""
+        if hasattr(self.transforms, "set_epoch"):
+            self.transforms.set_epoch(epoch)
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(img_folder={self.img_folder!r}, ann_file={self.ann_file!r}, "
+                f"images={len(self)}, categories={len(self.category2name)}, transforms={self.transforms})")

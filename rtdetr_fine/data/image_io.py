@@ -1,0 +1,57 @@
+"""Image decoding for detection sets: RGB always, EXIF orientation applied, size checked."""
+import logging
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+logger = logging.getLogger(__name__)
+
+
+def to_rgb(image):
+    """Convert a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, ...) to RGB.
+
+    Alpha is dropped (the colour channels are kept as stored), palette images with a
+    transparency entry go through RGBA first, 16-bit greyscale is scaled to 8 bits.
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.float32) / 257.0
+        image = Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return image.convert("RGB")
+
+
+def load_rgb_image(path, image_id=None, expected_size=None, exif_transpose=True):
+    """Decode `path` as an RGB PIL image whose size is `expected_size` = (w, h).
+
+    With `exif_transpose` the EXIF orientation tag is applied (the image as viewers
+    display it). The annotation file's width/height decide which pixels the boxes
+    refer to: if the displayed size disagrees with them but the stored (un-rotated)
+    size matches, the annotations were made on the stored pixels (tools that ignore
+    EXIF, e.g. the original COCO annotation) and the stored pixels are returned.
+    Returns (image, orientation_ignored: bool).
+    Raises FileNotFoundError (missing), OSError (undecodable), ValueError (size).
+    """
+    where = f"{path}" + (f" (image_id {image_id})" if image_id is not None else "")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image file not found: {where}")
+    try:
+        with Image.open(path) as raw:
+            raw.load()
+            shown = ImageOps.exif_transpose(raw) if exif_transpose else raw.copy()
+            stored = raw.copy() if shown.size != raw.size else None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise OSError(f"cannot decode image {where}: {e}") from e
+
+    if expected_size is None or tuple(shown.size) == tuple(expected_size):
+        return to_rgb(shown), False
+    if stored is not None and tuple(stored.size) == tuple(expected_size):
+        return to_rgb(stored), True
+    raise ValueError(
+        f"image {where} decodes to width x height {shown.size[0]} x {shown.size[1]}"
+        + (" after EXIF orientation" if exif_transpose else "")
+        + f", but the annotation file says {expected_size[0]} x {expected_size[1]}"
+    )

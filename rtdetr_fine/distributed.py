@@ -1,0 +1,74 @@
+"""torch.distributed helpers: one process per device under torchrun; NCCL on CUDA, gloo on CPU."""
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed(device_arg="auto"):
+    """Start the process group when launched by torchrun; pick this process's device.
+
+    Returns (device, rank, world_size). Without torchrun: rank 0 of 1, no process group.
+    """
+    use_cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device_arg}: CUDA is not available on this machine")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+            device = torch.device("cuda", local_rank)
+        else:
+            device = torch.device("cpu")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                device_id=device if use_cuda else None)
+        return device, dist.get_rank(), dist.get_world_size()
+    if device_arg == "auto":
+        return torch.device("cuda" if use_cuda else "cpu"), 0, 1
+    return torch.device(device_arg), 0, 1
+
+
+def is_dist():
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank():
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size():
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main():
+    return rank() == 0
+
+
+def barrier():
+    if is_dist():
+        dist.barrier()
+
+
+def all_gather_objects(obj):
+    """List of `obj` from every rank (just [obj] without a process group)."""
+    if not is_dist():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def mean_over_ranks(values, device):
+    """{name: float} averaged over ranks (for logging)."""
+    if not is_dist() or not values:
+        return dict(values)
+    names = sorted(values)
+    t = torch.tensor([float(values[n]) for n in names], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return {n: v / world_size() for n, v in zip(names, t.tolist())}
+
+
+def cleanup():
+    if is_dist():
+        dist.destroy_process_group()

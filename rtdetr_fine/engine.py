@@ -1,0 +1,105 @@
+"""One training epoch and one evaluation pass (used by train.py and eval.py)."""
+import math
+import time
+
+import torch
+from tqdm import tqdm
+
+from . import distributed as du
+from .evaluation import coco_bbox_eval, gather_detections, load_coco_gt, predict
+from .optim import unwrap
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def targets_to(targets, device):
+    return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+
+
+def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoch, ema=None, scaler=None,
+                    amp_dtype=None, clip_max_norm=0.0, global_step=0, writer=None, log_every=20):
+    """Returns ({mean loss terms}, global_step after the epoch). Stops on a non-finite loss."""
+    model.train()
+    criterion.train()
+    sums, count = {}, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not du.is_main(), dynamic_ncols=True)
+    for images, targets in bar:
+        images = images.to(device, non_blocking=True)
+        targets = targets_to(targets, device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(images, targets)
+        outputs = _to_float32(outputs) if amp_dtype is not None else outputs
+        losses = criterion(outputs, targets)
+        loss = sum(losses.values())
+        check_finite(loss, losses, epoch, global_step)
+
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if clip_max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), clip_max_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update(model)
+
+        global_step += 1
+        count += 1
+        values = {k: v.item() for k, v in losses.items()}
+        values["loss"] = loss.item()
+        for k, v in values.items():
+            sums[k] = sums.get(k, 0.0) + v
+        bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+        if writer is not None and global_step % log_every == 0:
+            writer.add_scalar("train/loss", values["loss"], global_step)
+            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
+                writer.add_scalar(f"train/{k}", values[k], global_step)
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
+    means = {k: v / max(count, 1) for k, v in sums.items()}
+    return du.mean_over_ranks(means, device), global_step
+
+
+def check_finite(loss, losses, epoch, step):
+    """Stop instead of training on NaN/inf; every rank checks its own loss."""
+    if not math.isfinite(loss.item()):
+        bad = {k: v.item() for k, v in losses.items() if not math.isfinite(v.item())}
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items())[:12])
+        raise NonFiniteLossError(
+            f"non-finite loss {loss.item()} at epoch {epoch}, iteration {step} (rank {du.rank()}): {shown}. "
+            "Lower the learning rate, check the data (boxes) or disable AMP.")
+
+
+def _to_float32(outputs):
+    if torch.is_tensor(outputs):
+        return outputs.float() if outputs.is_floating_point() else outputs
+    if isinstance(outputs, dict):
+        return {k: _to_float32(v) if k != "dn_meta" else v for k, v in outputs.items()}
+    if isinstance(outputs, list):
+        return [_to_float32(v) for v in outputs]
+    return outputs
+
+
+def evaluate(model, postprocessor, loader, coco_dataset, device, img_ids=None, amp_dtype=None, backend="faster",
+             progress=True, verbose=True):
+    """COCO bbox metrics of `model` over `loader` (all ranks predict; every rank gets the numbers).
+
+    coco_dataset: the CocoDetection behind the loader (ground truth, label -> category ids);
+    img_ids: the images the loader covers when it is a subset (e.g. --max-images).
+    Returns (stats dict, gathered detections, COCOeval object or None, seconds).
+    """
+    start = time.time()
+    detections, _ = predict(unwrap(model), postprocessor, loader, device, coco_dataset.label2category, amp_dtype,
+                            progress=progress)
+    detections = gather_detections(detections)
+    coco_gt = load_coco_gt(coco_dataset.coco.dataset, backend)
+    stats, cocoeval = coco_bbox_eval(coco_gt, detections, img_ids, backend, verbose=verbose)
+    return stats, detections, cocoeval, time.time() - start

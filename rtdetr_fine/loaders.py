@@ -1,0 +1,96 @@
+"""DataLoaders for train.py / eval.py from the config, and the data-path checks that run first."""
+import os
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from . import distributed as du
+from .data import MultiScaleCollate, build_dataset, collate, make_shapes_dataset
+
+COCO_HELP = """\
+COCO is expected at the paths of the config keys
+  train_dataloader.dataset.img_folder / ann_file   and   val_dataloader.dataset.img_folder / ann_file
+with the standard layout:
+  data/coco/train2017/*.jpg
+  data/coco/val2017/*.jpg
+  data/coco/annotations/instances_train2017.json
+  data/coco/annotations/instances_val2017.json
+Point them elsewhere with -u, e.g.
+  -u train_dataloader.dataset.img_folder=/data/coco/train2017 \\
+     train_dataloader.dataset.ann_file=/data/coco/annotations/instances_train2017.json ...
+Without COCO, run the embedded CPU demo (a generated shapes set) instead:
+  python train.py -c configs/demo/rtdetr_r18_fine_shapes.yml"""
+
+
+class DataPathError(FileNotFoundError):
+    pass
+
+
+def prepare_demo_data(cfg):
+    """For demo configs: generate (or reuse) the synthetic set on rank 0 and point the config at it."""
+    demo = cfg["demo"]
+    if not demo["enabled"]:
+        return
+    if du.is_main():
+        make_shapes_dataset(demo["root"], num_train=demo["num_train"], num_val=demo["num_val"],
+                            image_size=demo["image_size"], num_classes=cfg["num_classes"], seed=cfg["seed"])
+    du.barrier()
+    root = demo["root"]
+    for split, key in (("train", "train_dataloader"), ("val", "val_dataloader")):
+        cfg[key]["dataset"]["img_folder"] = os.path.join(root, split)
+        cfg[key]["dataset"]["ann_file"] = os.path.join(root, "annotations", f"instances_{split}.json")
+
+
+def check_data_paths(cfg, splits=("train", "val")):
+    """Fail before building anything when a configured dataset path does not exist."""
+    missing = []
+    for split in splits:
+        ds = cfg[f"{split}_dataloader"]["dataset"]
+        for key in ("img_folder", "ann_file"):
+            if not os.path.exists(ds[key]):
+                missing.append(f"  {split}_dataloader.dataset.{key}: {ds[key]} (not found)")
+    if missing:
+        raise DataPathError("dataset not found:\n" + "\n".join(missing) + "\n\n" + COCO_HELP)
+
+
+def build_train_loader(cfg, seed):
+    t = cfg["train_dataloader"]
+    stop_epoch = max(cfg["epochs"] - t["no_aug_epochs"], 0)
+    dataset = build_dataset(t["dataset"]["img_folder"], t["dataset"]["ann_file"], train=True,
+                            image_size=t["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
+                            num_classes=cfg["num_classes"], stop_epoch=stop_epoch)
+    sampler = DistributedSampler(dataset, num_replicas=du.world_size(), rank=du.rank(), shuffle=True, seed=seed)
+    collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank()) \
+        if t["multi_scale"] else collate
+    loader = DataLoader(dataset, batch_size=t["batch_size"], sampler=sampler, num_workers=t["num_workers"],
+                        collate_fn=collate_fn, drop_last=True, pin_memory=torch.cuda.is_available(),
+                        persistent_workers=False)
+    if len(loader) == 0:
+        raise ValueError(f"{t['dataset']['ann_file']}: {len(dataset)} images per {du.world_size()} process(es) "
+                         f"is less than one batch (train_dataloader.batch_size={t['batch_size']})")
+    return loader
+
+
+def set_epoch(loader, epoch):
+    """Epoch-dependent state: sampler shuffle, strong-augmentation and multi-scale stop."""
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
+    if hasattr(loader.collate_fn, "set_epoch"):
+        loader.collate_fn.set_epoch(epoch)
+
+
+def build_val_loader(cfg, max_images=None):
+    """(loader over this rank's share, the CocoDetection, image ids covered or None for all)."""
+    v = cfg["val_dataloader"]
+    dataset = build_dataset(v["dataset"]["img_folder"], v["dataset"]["ann_file"], train=False,
+                            image_size=v["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
+                            num_classes=cfg["num_classes"])
+    subset, img_ids = dataset, None
+    if max_images is not None:
+        indices = list(range(min(max_images, len(dataset))))
+        subset, img_ids = Subset(dataset, indices), [int(dataset.ids[i]) for i in indices]
+    sampler = DistributedSampler(subset, num_replicas=du.world_size(), rank=du.rank(), shuffle=False) \
+        if du.world_size() > 1 else None
+    loader = DataLoader(subset, batch_size=v["batch_size"], sampler=sampler, shuffle=False,
+                        num_workers=v["num_workers"], collate_fn=collate, pin_memory=torch.cuda.is_available())
+    return loader, dataset, img_ids

@@ -1,0 +1,204 @@
+"""Train RT-DETR (+FINE) with the RT-DETR recipe; evaluates on the val set after every epoch.
+
+    python train.py -c configs/rtdetr_r18_fine.yml                      # one GPU (or CPU)
+    torchrun --nproc_per_node 4 train.py -c configs/rtdetr_r18_fine.yml # DDP
+    python train.py -c configs/demo/rtdetr_r18_fine_shapes.yml          # CPU demo on generated data
+    python train.py -c CONFIG -r output/run/last.pth                    # resume
+    python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=3  # fine-tune
+"""
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+
+import rtdetr_fine
+from rtdetr_fine import distributed as du
+from rtdetr_fine.checkpoint import load_weights, read_checkpoint, save_atomic
+from rtdetr_fine.config import ConfigError, dump_config
+from rtdetr_fine.engine import NonFiniteLossError, evaluate, train_one_epoch
+from rtdetr_fine.flops import count_params
+from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
+                                 prepare_demo_data, set_epoch)
+from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler, unwrap
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True, help="YAML config")
+    p.add_argument("-r", "--resume", help="checkpoint to resume from (model, EMA, optimiser, schedule, epoch)")
+    p.add_argument("-t", "--tuning", help="weights to fine-tune from (mismatched class heads are skipped)")
+    p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--seed", type=int, help="overrides the config's seed")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (amp.dtype: bfloat16 | float16)")
+    p.add_argument("--test-only", action="store_true", help="only evaluate (-r/-t weights) on the val set")
+    return p.parse_args(argv)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def log(*args):
+    if du.is_main():
+        print(*args, flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = rtdetr_fine.load_config(args.config, args.update)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    if args.seed is not None:
+        cfg["seed"] = args.seed
+    if args.resume and args.tuning:
+        sys.exit("use either -r (resume) or -t (fine-tune), not both")
+    if not cfg["demo"]["enabled"]:
+        try:   # before building anything: a missing COCO is the most common first error
+            check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
+        except DataPathError as e:
+            sys.exit(str(e))
+
+    device, rank, world = du.init_distributed(args.device)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+    try:
+        run(args, cfg, device, rank, world)
+    except NonFiniteLossError as e:
+        sys.exit(str(e))
+    finally:
+        du.cleanup()
+
+
+def run(args, cfg, device, rank, world):
+    prepare_demo_data(cfg)
+    out_dir = cfg["output_dir"]
+    amp_dtype = None
+    if args.amp:
+        if device.type != "cuda":
+            log("--amp: mixed precision is used on CUDA only; training in float32 on", device)
+        else:
+            amp_dtype = getattr(torch, cfg["amp"]["dtype"])
+
+    seed_everything(cfg["seed"] + rank)
+    val_loader, val_set, _ = build_val_loader(cfg)
+    model = rtdetr_fine.build_model(cfg)
+    if args.tuning:
+        load_weights(model, args.tuning, finetune=True, log=log)
+    if cfg["sync_bn"] and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    criterion = rtdetr_fine.build_criterion(cfg).to(device)
+    postprocessor = rtdetr_fine.build_postprocessor(cfg)
+    ema = ModelEMA(model, cfg["ema"]["decay"], cfg["ema"]["warmups"]) if cfg["ema"]["enabled"] else None
+    log(f"model: {count_params(model):,} parameters; FINE "
+        f"{cfg['fine']['attention'] if cfg['fine']['enabled'] else 'off'}; device {device} x {world}")
+
+    if args.test_only:
+        if args.resume:
+            load_weights(model, args.resume)
+        stats, *_ = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        log(json.dumps({f"val_{k}": v for k, v in stats.items()}))
+        return
+
+    train_loader = build_train_loader(cfg, cfg["seed"])
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg["find_unused_parameters"])
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
+    start_epoch, global_step, best_ap = 0, 0, -1.0
+    if args.resume:
+        start_epoch, global_step, best_ap = restore(args.resume, model, ema, optimizer, scheduler, scaler)
+        log(f"resumed from {args.resume}: epoch {start_epoch}, iteration {global_step}")
+
+    writer = None
+    if du.is_main():
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "config.yml"), "w") as f:
+            f.write(dump_config(cfg))
+        if not args.resume and os.path.exists(os.path.join(out_dir, "log.txt")):
+            os.replace(os.path.join(out_dir, "log.txt"), os.path.join(out_dir, "log.previous.txt"))
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+
+    for epoch in range(start_epoch, cfg["epochs"]):
+        # every epoch starts from a seed of its own, so a resumed run repeats an uninterrupted one
+        seed_everything(cfg["seed"] + 1000 * epoch + rank)
+        set_epoch(train_loader, epoch)
+        t0 = time.time()
+        train_stats, global_step = train_one_epoch(
+            ddp_model, criterion, train_loader, optimizer, scheduler, device, epoch, ema=ema, scaler=scaler,
+            amp_dtype=amp_dtype, clip_max_norm=cfg["optimizer"]["clip_max_norm"], global_step=global_step,
+            writer=writer, log_every=cfg["log_every"])
+        train_time = time.time() - t0
+        eval_model = ema.module if ema is not None else model
+        stats, _, _, eval_time = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        improved = stats["AP"] > best_ap
+        best_ap = max(best_ap, stats["AP"])
+
+        if du.is_main():
+            state = checkpoint_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg)
+            save_atomic(state, os.path.join(out_dir, "last.pth"))
+            if improved:
+                save_atomic(state, os.path.join(out_dir, "best.pth"))
+            record = {"epoch": epoch, "iteration": global_step, **{f"train_{k}": v for k, v in train_stats.items()},
+                      "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in stats.items()},
+                      "evaluated": "ema" if ema is not None else "model", "best_AP": best_ap,
+                      "train_seconds": round(train_time, 1), "eval_seconds": round(eval_time, 1)}
+            with open(os.path.join(out_dir, "log.txt"), "a") as f:
+                f.write(json.dumps(record) + "\n")
+            for k, v in stats.items():
+                writer.add_scalar(f"val/{k}", v, epoch)
+            log(f"epoch {epoch}: loss {train_stats['loss']:.4f}  AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  "
+                f"(train {train_time:.0f}s, eval {eval_time:.0f}s)")
+        du.barrier()
+    if writer is not None:
+        writer.close()
+
+
+def checkpoint_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg):
+    return {
+        "model": unwrap(model).state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": epoch,
+        "iteration": global_step,
+        "best_AP": best_ap,
+        "config": cfg,
+    }
+
+
+def restore(path, model, ema, optimizer, scheduler, scaler):
+    """Load a train.py checkpoint; returns (next epoch, iteration, best AP)."""
+    ckpt = read_checkpoint(path)
+    for key in ("model", "optimizer", "lr_scheduler", "epoch"):
+        if key not in ckpt:
+            raise ValueError(f"{path} is not a train.py checkpoint (no '{key}'); use -t to start from its weights")
+    load_weights(model, path, prefer_ema=False)
+    if ema is not None and ckpt.get("ema"):
+        ema.load_state_dict(ckpt["ema"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get("best_AP", -1.0)
+
+
+if __name__ == "__main__":
+    main()
