@@ -21,6 +21,7 @@ import rtdetr_fine
 from rtdetr_fine import distributed as du
 from rtdetr_fine.checkpoint import load_weights, read_checkpoint, save_atomic
 from rtdetr_fine.config import ConfigError, dump_config
+from rtdetr_fine.data import CocoFormatError
 from rtdetr_fine.engine import NonFiniteLossError, evaluate, train_one_epoch
 from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
@@ -73,8 +74,9 @@ def main(argv=None):
     logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
     try:
         run(args, cfg, device, rank, world)
-    except NonFiniteLossError as e:
-        sys.exit(str(e))
+    except (NonFiniteLossError, CocoFormatError, ConfigError, OSError, ValueError) as e:
+        # bad data, paths, checkpoints or settings: the message names the file / key; no traceback
+        sys.exit(f"error: {e}")
     finally:
         du.cleanup()
 

@@ -1,0 +1,132 @@
+"""train.py: distributed consistency, exact resume, data hygiene and the user-facing errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, config_path
+
+import train
+from rtdetr_fine.data import make_hygiene_dataset, make_shapes_dataset
+
+DEMO = config_path("demo/rtdetr_r18_fine_shapes.yml")
+
+
+def tiny_demo(tmp_path, out, *extra):
+    """Overrides that shrink the demo to seconds: 8 train / 4 val images of 96 px."""
+    return ["-c", DEMO, "--device", "cpu", "-u", f"output_dir={out}", f"demo.root={tmp_path / 'shapes'}",
+            "demo.num_train=8", "demo.num_val=4", "demo.image_size=96", "train_dataloader.image_size=96",
+            "val_dataloader.image_size=96", "train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
+            "val_dataloader.num_workers=0", "decoder.num_queries=30", "postprocessor.num_top_queries=30",
+            "decoder.num_denoising=20", *extra]
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.txt")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_two_process_ddp_keeps_ranks_identical_with_an_empty_rank(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           os.path.join(ROOT, "tests", "ddp_worker.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert info[0]["world"] == 2 and info[0]["steps"] == info[1]["steps"] == 3
+    assert torch.equal(r0, r1)                       # DDP kept the replicas identical
+    init = _initial_params()
+    assert not torch.equal(init, r0)                 # and they did train
+
+
+def _initial_params():
+    import rtdetr_fine
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18_fine.yml"), [
+        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10"])
+    torch.manual_seed(0)
+    return torch.cat([p.detach().flatten() for p in rtdetr_fine.build_model(cfg).parameters()])
+
+
+def test_resume_repeats_the_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train.main(tiny_demo(tmp_path, full, "epochs=2"))
+    train.main(tiny_demo(tmp_path, part, "epochs=1"))
+    assert (part / "last.pth").exists()
+    train.main(tiny_demo(tmp_path, part, "epochs=2") + ["-r", str(part / "last.pth")])
+    a, b = read_log(full), read_log(part)
+    assert [r["epoch"] for r in a] == [0, 1] and [r["epoch"] for r in b] == [0, 1]
+    for key in ("train_loss", "train_loss_vfl", "train_loss_bbox_dn_0", "val_AP50", "lr"):
+        assert a[1][key] == pytest.approx(b[1][key], rel=1e-6, abs=1e-9), key
+    ckpt = torch.load(part / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["iteration"] == 4 and ckpt["ema"]["updates"] == 4
+    assert set(ckpt) >= {"model", "ema", "optimizer", "lr_scheduler", "scaler", "config"}
+
+
+def test_hygiene_dataset_trains_one_epoch(tmp_path):
+    h = make_hygiene_dataset(tmp_path / "hyg")
+    out = tmp_path / "out"
+    args = tiny_demo(tmp_path, out, "demo.enabled=false", "epochs=1", "num_classes=2",
+                     f"train_dataloader.dataset.img_folder={h['img_folder']}",
+                     f"train_dataloader.dataset.ann_file={h['ann_file']}",
+                     f"val_dataloader.dataset.img_folder={h['img_folder']}",
+                     f"val_dataloader.dataset.ann_file={h['ann_file']}", "train_dataloader.batch_size=2")
+    train.main(args)
+    log = read_log(out)
+    assert len(log) == 1 and all(v == v for v in log[0].values() if isinstance(v, float))   # no NaN
+    assert (out / "last.pth").exists()
+
+
+def test_coco_config_on_any_small_coco_format_set(tmp_path):
+    """The issue's command: the full R18+FINE config, only data paths and class count changed."""
+    paths = make_shapes_dataset(tmp_path / "set", num_train=4, num_val=2, image_size=96, num_classes=3)
+    out = tmp_path / "run"
+    train.main(["-c", config_path("rtdetr_r18_fine.yml"), "-u",
+                f"train_dataloader.dataset.img_folder={paths['train_img_folder']}",
+                f"train_dataloader.dataset.ann_file={paths['train_ann_file']}",
+                f"val_dataloader.dataset.img_folder={paths['val_img_folder']}",
+                f"val_dataloader.dataset.ann_file={paths['val_ann_file']}",
+                "num_classes=3", "remap_mscoco_category=False", "epochs=1", f"output_dir={out}",
+                "backbone.pretrained=null",   # no network here; users keep the ImageNet download
+                "train_dataloader.multi_scale=[480]", "train_dataloader.num_workers=0",
+                "val_dataloader.num_workers=0"])
+    assert (out / "last.pth").exists() and len(read_log(out)) == 1
+
+
+def test_missing_coco_stops_early_with_instructions(capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["-c", config_path("rtdetr_r18_fine.yml"), "-u",
+                    "train_dataloader.dataset.img_folder=/nonexistent/train2017"])
+    msg = str(e.value)
+    assert "/nonexistent/train2017" in msg and "instances_train2017.json" in msg
+    assert "python train.py -c configs/demo/rtdetr_r18_fine_shapes.yml" in msg
+
+
+def test_broken_annotation_file_and_missing_image_are_named(tmp_path):
+    paths = make_shapes_dataset(tmp_path / "set", num_train=4, num_val=2, image_size=64, num_classes=3)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"images": [], "annotations": [')
+    base = ["-c", DEMO, "--device", "cpu", "-u", "demo.enabled=false", f"output_dir={tmp_path / 'o'}",
+            f"train_dataloader.dataset.img_folder={paths['train_img_folder']}",
+            f"val_dataloader.dataset.img_folder={paths['val_img_folder']}",
+            f"val_dataloader.dataset.ann_file={paths['val_ann_file']}", "train_dataloader.num_workers=0",
+            "val_dataloader.num_workers=0", "epochs=1"]
+    with pytest.raises(SystemExit) as e:
+        train.main(base + [f"train_dataloader.dataset.ann_file={broken}"])
+    assert "broken.json" in str(e.value)
+
+    ann = json.loads(open(paths["train_ann_file"]).read())
+    missing_name = ann["images"][0]["file_name"]
+    os.remove(os.path.join(paths["train_img_folder"], missing_name))
+    with pytest.raises(SystemExit) as e:
+        train.main(base + [f"train_dataloader.dataset.ann_file={paths['train_ann_file']}",
+                           "train_dataloader.batch_size=4"])
+    assert missing_name in str(e.value)
+
+
+def test_unknown_override_key_is_named():
+    with pytest.raises(SystemExit) as e:
+        train.main(["-c", DEMO, "-u", "optimizer.learning_rate=1"])
+    assert "optimizer.learning_rate" in str(e.value)
