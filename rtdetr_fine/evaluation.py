@@ -10,6 +10,12 @@ from tqdm import tqdm
 from . import distributed as du
 
 COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+# (metric, IoU, area, maxDets) of each COCO_STAT_NAMES entry, for the printed table
+_COCO_STAT_ROWS = [("AP", "0.50:0.95", "all", 100), ("AP", "0.50", "all", 100), ("AP", "0.75", "all", 100),
+                   ("AP", "0.50:0.95", "small", 100), ("AP", "0.50:0.95", "medium", 100),
+                   ("AP", "0.50:0.95", "large", 100), ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 10),
+                   ("AR", "0.50:0.95", "all", 100), ("AR", "0.50:0.95", "small", 100),
+                   ("AR", "0.50:0.95", "medium", 100), ("AR", "0.50:0.95", "large", 100)]
 
 
 @torch.no_grad()
@@ -44,6 +50,11 @@ def predict(model, postprocessor, loader, device, label2category, amp_dtype=None
 
 
 def to_coco_results(image_id, result, label2category=None):
+    """One image's postprocessed result -> COCO results entries (xywh boxes).
+
+    Labels without a category in the annotation file (num_classes larger than the file's
+    category list) cannot be scored by COCO and are left out.
+    """
     boxes = result["boxes"].cpu()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     labels = result["labels"].cpu().tolist()
@@ -51,12 +62,23 @@ def to_coco_results(image_id, result, label2category=None):
     return [{"image_id": image_id,
              "category_id": int(label2category[l] if label2category is not None else l),
              "bbox": [round(v, 3) for v in box], "score": round(s, 5)}
-            for l, box, s in zip(labels, xywh, scores)]
+            for l, box, s in zip(labels, xywh, scores)
+            if label2category is None or l in label2category]
 
 
 def gather_detections(detections):
-    """Every rank's detections, concatenated (the same list on every rank)."""
-    return [d for part in du.all_gather_objects(detections) for d in part]
+    """Every rank's detections, concatenated (the same list on every rank).
+
+    DistributedSampler pads the last round by repeating images when the set does not divide
+    evenly over the ranks; such an image's detections are kept once, from the first rank
+    that reports it (RT-DETR returns num_top_queries detections for every image).
+    """
+    merged, owner = [], {}
+    for rank, part in enumerate(du.all_gather_objects(detections)):
+        for det in part:
+            if owner.setdefault(det["image_id"], rank) == rank:
+                merged.append(det)
+    return merged
 
 
 def load_coco_gt(dataset_dict, backend="faster"):
@@ -87,13 +109,23 @@ def coco_bbox_eval(coco_gt, detections, img_ids=None, backend="faster", verbose=
         return {k: 0.0 for k in COCO_STAT_NAMES}, None
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        coco_dt = coco_gt.loadRes(detections)
+        coco_dt = coco_gt.loadRes([dict(d) for d in detections])   # loadRes adds keys to the dicts it gets
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         if img_ids is not None:
             ev.params.imgIds = sorted(img_ids)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    if verbose and du.is_main():
-        print("\n".join(line for line in out.getvalue().splitlines() if "Average" in line))
-    return {k: float(v) for k, v in zip(COCO_STAT_NAMES, ev.stats[:12])}, ev
+    stats = {k: float(v) for k, v in zip(COCO_STAT_NAMES, ev.stats[:12])}
+    if verbose and du.is_main():   # faster-coco-eval logs its summary instead of printing it: print ours for both
+        print(format_coco_table(stats))
+    return stats, ev
+
+
+def format_coco_table(stats):
+    """The 12 COCO bbox numbers as the familiar 12-line table (the same for both backends)."""
+    lines = []
+    for name, (metric, iou, area, max_dets) in zip(COCO_STAT_NAMES, _COCO_STAT_ROWS):
+        kind = "Average Precision  (AP)" if metric == "AP" else "Average Recall     (AR)"
+        lines.append(f" {kind} @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3d} ] = {stats[name]:.3f}")
+    return "\n".join(lines)

@@ -68,7 +68,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path):
 def test_hygiene_dataset_trains_one_epoch(tmp_path):
     h = make_hygiene_dataset(tmp_path / "hyg")
     out = tmp_path / "out"
-    args = tiny_demo(tmp_path, out, "demo.enabled=false", "epochs=1", "num_classes=2",
+    args = tiny_demo(tmp_path, out, "demo.enabled=false", "epochs=1", "num_classes=3",   # file has 2 categories
                      f"train_dataloader.dataset.img_folder={h['img_folder']}",
                      f"train_dataloader.dataset.ann_file={h['ann_file']}",
                      f"val_dataloader.dataset.img_folder={h['img_folder']}",

@@ -1,0 +1,192 @@
+"""Evaluate a checkpoint on the val set of a config: COCO bbox metrics and the FINE paper's Fig. 4 analyses.
+
+    python eval.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth -u backbone.pretrained=null
+    python eval.py -c configs/rtdetr_r18.yml -r rtdetr_r18vd_dec3_6x_coco_from_paddle.pth \\
+        -u backbone.pretrained=null --output-json r18.json --save-detections r18_dets.json
+    torchrun --nproc_per_node 4 eval.py -c CONFIG -r CKPT            # DDP: predictions gathered, scored once
+    python eval.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/last.pth --max-images 10
+
+Weights: the EMA weights when the checkpoint has them ({'ema': {'module': ...}}), else {'model': ...},
+else a bare state dict; official RT-DETR checkpoints load as they are. The header says which were used.
+Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
+size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+import torch
+
+import rtdetr_fine
+from rtdetr_fine import distributed as du
+from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
+from rtdetr_fine.checkpoint import extract_state_dict, load_weights, read_checkpoint
+from rtdetr_fine.config import ConfigError
+from rtdetr_fine.engine import evaluate
+from rtdetr_fine.evaluation import format_coco_table
+from rtdetr_fine.flops import count_flops, count_params
+from rtdetr_fine.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
+
+SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-c", "--config", required=True, help="YAML config (its val_dataloader is evaluated)")
+    p.add_argument("-r", "--resume", required=True, metavar="CKPT", help="checkpoint to evaluate")
+    p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--output-json", metavar="FILE", help="write the metrics and analyses here")
+    p.add_argument("--save-detections", metavar="FILE", help="write all detections in the COCO results format")
+    p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N val images only")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"],
+                   help="COCO evaluator: faster-coco-eval (default) or pycocotools")
+    p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (amp.dtype: bfloat16 | float16)")
+    p.add_argument("--fp-score", type=float, default=0.5, help="score threshold of the false-positive count")
+    p.add_argument("--fp-iou", type=float, default=0.5, help="IoU threshold of the false-positive count")
+    return p.parse_args(argv)
+
+
+def log(*args):
+    if du.is_main():
+        print(*args, flush=True)
+
+
+def main(argv=None):
+    """Returns the report dict (on every rank; only rank 0 prints and writes files)."""
+    args = parse_args(argv)
+    try:
+        cfg = rtdetr_fine.load_config(args.config, args.update)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    if args.max_images is not None and args.max_images < 1:
+        sys.exit(f"--max-images must be at least 1, got {args.max_images}")
+    if not cfg["demo"]["enabled"]:
+        try:   # before building anything, as train.py does
+            check_data_paths(cfg, ("val",))
+        except DataPathError as e:
+            sys.exit(str(e))
+    if not os.path.isfile(args.resume):
+        sys.exit(f"eval.py: checkpoint not found: {args.resume}")
+
+    device, rank, _ = du.init_distributed(args.device)
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+    try:
+        return run(args, cfg, device)
+    finally:
+        du.cleanup()
+
+
+def run(args, cfg, device):
+    prepare_demo_data(cfg)
+    model = rtdetr_fine.build_model(cfg)
+    weights = load_checkpoint_or_exit(model, args.resume, args.config, cfg["num_classes"])
+    model.to(device).eval()
+    postprocessor = rtdetr_fine.build_postprocessor(cfg)
+    amp_dtype = None
+    if args.amp:
+        if device.type != "cuda":
+            log("--amp: mixed precision is used on CUDA only; evaluating in float32 on", device)
+        else:
+            amp_dtype = getattr(torch, cfg["amp"]["dtype"])
+
+    loader, val_set, img_ids = build_val_loader(cfg, args.max_images)
+    height, width = val_image_size(cfg)
+    num_images = len(img_ids) if img_ids is not None else len(val_set)
+    params = count_params(model)
+    gflops = val_gflops(model, height, width, device) if du.is_main() else None
+    log(format_header(args, weights, params, gflops, (height, width), device, amp_dtype, num_images,
+                      val_set.ann_file))
+
+    stats, detections, cocoeval, seconds = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids,
+                                                    amp_dtype=amp_dtype, backend=args.backend, verbose=False)
+    gt = val_set.coco.dataset
+    false_positives = count_false_positives(gt, detections, img_ids, args.fp_score, args.fp_iou)
+    sizes = ap_by_size(cocoeval, gt, img_ids)
+    report = {**stats, "config": args.config, "checkpoint": args.resume, "weights": weights,
+              "overrides": list(args.update), "backend": args.backend, "images": num_images,
+              "detections": len(detections), "params": params, "gflops": gflops, "image_size": [height, width],
+              "device": str(device), "world_size": du.world_size(), "eval_seconds": round(seconds, 2),
+              "false_positives": false_positives, "ap_by_size": sizes}
+
+    log(format_coco_table(stats))
+    log(format_summary(stats))
+    log(format_false_positives(false_positives))
+    log(format_ap_by_size(sizes))
+    if du.is_main():
+        if args.save_detections:
+            write_json(args.save_detections, detections)
+            log(f"detections ({len(detections)}, COCO results format) -> {args.save_detections}")
+        if args.output_json:
+            write_json(args.output_json, report)
+            log(f"report -> {args.output_json}")
+    du.barrier()
+    return report
+
+
+def load_checkpoint_or_exit(model, path, config_path, num_classes):
+    """load_weights (EMA first) -> 'ema' | 'model' | 'state_dict'; a checkpoint that does not fit
+    the model exits with one readable message (no traceback)."""
+    try:
+        return load_weights(model, path, prefer_ema=True, log=log)
+    except (ValueError, FileNotFoundError) as e:
+        trained_classes = checkpoint_num_classes(path)
+        if trained_classes is not None and trained_classes != num_classes:
+            sys.exit(f"eval.py: checkpoint {path} was trained for {trained_classes} classes, but config "
+                     f"{config_path} has num_classes={num_classes}, so its class heads do not fit the model "
+                     f"(e.g. decoder.enc_score_head.weight is [{trained_classes}, hidden_dim] in the checkpoint). "
+                     f"Evaluate it with the config it was trained with, or add -u num_classes={trained_classes}.")
+        sys.exit(f"eval.py: cannot evaluate checkpoint {path} with config {config_path}: {e}")
+
+
+def checkpoint_num_classes(path):
+    """Classes of the checkpoint's encoder score head (EMA weights first), or None if unreadable."""
+    try:
+        state, _ = extract_state_dict(read_checkpoint(path))
+    except (ValueError, FileNotFoundError):
+        return None
+    head = state.get("decoder.enc_score_head.weight", state.get("module.decoder.enc_score_head.weight"))
+    return int(head.shape[0]) if head is not None and head.dim() == 2 else None
+
+
+def val_image_size(cfg):
+    """(height, width) the val images are resized to."""
+    size = cfg["val_dataloader"]["image_size"]
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def val_gflops(model, height, width, device):
+    """GFLOPs (2 x MAC, see rtdetr_fine/flops.py) of one forward pass on a [1, 3, height, width] image."""
+    return count_flops(model, torch.zeros(1, 3, height, width, device=device)) / 1e9
+
+
+def format_header(args, weights, params, gflops, size, device, amp_dtype, num_images, ann_file):
+    flops = f"{gflops:.2f} GFLOPs" if gflops is not None else "GFLOPs n/a"
+    precision = "float32" if amp_dtype is None else f"amp {str(amp_dtype).replace('torch.', '')}"
+    return "\n".join([
+        f"config      {args.config}" + (f"  (overrides: {' '.join(args.update)})" if args.update else ""),
+        f"checkpoint  {args.resume}",
+        f"weights     {weights}",
+        f"model       {params:,} parameters, {flops} at {size[0]}x{size[1]} (one image, 2 x MAC)",
+        f"device      {device} x {du.world_size()}, {precision}",
+        f"images      {num_images} ({ann_file})" + (f", first {args.max_images} only" if args.max_images else ""),
+        f"backend     {args.backend}",
+    ])
+
+
+def format_summary(stats):
+    return "  ".join(f"{k} {stats[k]:.4f}" for k in SUMMARY_NAMES)
+
+
+def write_json(path, obj):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""eval.py: COCO numbers, the Fig. 4 analyses, checkpoint layouts and errors (CPU, tiny shapes set)."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+import rtdetr_fine
+from conftest import ROOT, config_path
+from rtdetr_fine.analysis import ap_by_size, count_false_positives
+from rtdetr_fine.evaluation import COCO_STAT_NAMES, coco_bbox_eval, load_coco_gt
+
+DEMO = config_path("demo/rtdetr_r18_fine_shapes.yml")
+SMALL = ["decoder.num_queries=100", "postprocessor.num_top_queries=300",
+         "train_dataloader.image_size=128", "val_dataloader.image_size=128", "train_dataloader.batch_size=4",
+         "train_dataloader.num_workers=0", "val_dataloader.num_workers=0", "val_dataloader.batch_size=10"]
+
+
+def demo_overrides(root, out_dir):
+    """train.py's demo config shrunk: 8 train / 20 val images of 128 px, one epoch of 2 iterations."""
+    return ["epochs=1", f"output_dir={out_dir}", f"demo.root={root}", "demo.num_train=8", "demo.num_val=20",
+            "demo.image_size=128", *SMALL]
+
+
+def explicit_data_overrides(root):
+    """The same val set without the demo machinery (it would regenerate the set for another num_classes)."""
+    return ["demo.enabled=false", f"val_dataloader.dataset.img_folder={root}/val",
+            f"val_dataloader.dataset.ann_file={root}/annotations/instances_val.json", *SMALL]
+
+
+def run_eval(argv):
+    import eval as eval_script
+    return eval_script.main(argv + ["--device", "cpu"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One train.py epoch on the tiny demo set -> {root, out_dir, overrides}.
+
+    Training starts (-t) from weights whose encoder box head predicts boxes of 22-64 px instead of
+    the 6-26 px anchors (objects are 12-56 px), so that even this barely trained model finds some
+    objects (~10 of ~50 at IoU 0.5) and its AP50 / AR100 are not zero: the train-vs-eval
+    comparison then compares real numbers.
+    """
+    import train
+    tmp = tmp_path_factory.mktemp("eval")
+    root, out_dir = tmp / "shapes", tmp / "run"
+    overrides = demo_overrides(root, out_dir)
+    cfg = rtdetr_fine.load_config(DEMO, overrides)
+    torch.manual_seed(0)
+    model = rtdetr_fine.build_model(cfg)
+    with torch.no_grad():
+        model.decoder.enc_bbox_head.layers[-1].bias[2:] = 1.4    # sigmoid-logit shift of w, h
+    start = tmp / "start.pth"
+    torch.save({"model": model.state_dict()}, start)
+    with contextlib.redirect_stdout(io.StringIO()):
+        train.main(["-c", DEMO, "-t", str(start), "--device", "cpu", "-u", *overrides])
+    return {"root": root, "out_dir": out_dir, "overrides": overrides, "tmp": tmp}
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def xyxy(boxes):
+    """COCO xywh list -> float64 tensor [N, 4] xyxy."""
+    b = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+    return torch.cat([b[:, :2], b[:, :2] + b[:, 2:]], dim=1)
+
+
+def independent_fp_count(gt, detections, score_threshold=0.5, iou_threshold=0.5):
+    """Confident detections with no same-class, still-unmatched, non-crowd box at IoU >= threshold,
+    taking detections in descending score order (no crowd regions in the sets this is used on)."""
+    assert not any(a.get("iscrowd", 0) for a in gt["annotations"])
+    false_positives = 0
+    for image in gt["images"]:
+        image_boxes = [a for a in gt["annotations"] if a["image_id"] == image["id"]]
+        image_dets = [d for d in detections if d["image_id"] == image["id"] and d["score"] >= score_threshold]
+        for category in gt["categories"]:
+            boxes = [a["bbox"] for a in image_boxes if a["category_id"] == category["id"]]
+            dets = sorted((d for d in image_dets if d["category_id"] == category["id"]), key=lambda d: -d["score"])
+            ious = box_iou(xyxy([d["bbox"] for d in dets]), xyxy(boxes))
+            used = set()
+            for i in range(len(dets)):
+                free = [(ious[i, j].item(), j) for j in range(len(boxes)) if j not in used]
+                best_iou, best = max(free, default=(0.0, None))
+                if best is not None and best_iou >= iou_threshold:
+                    used.add(best)
+                else:
+                    false_positives += 1
+    return false_positives
+
+
+def pycocotools_stats(ann_file, detections):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(ann_file)
+        ev = COCOeval(gt, gt.loadRes(detections), "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return dict(zip(COCO_STAT_NAMES, ev.stats[:12].tolist()))
+
+
+def test_eval_reproduces_train_last_evaluation_and_pycocotools(trained, tmp_path):
+    out_json, dets_json = tmp_path / "report.json", tmp_path / "dets.json"
+    report = run_eval(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *trained["overrides"],
+                       "--output-json", str(out_json), "--save-detections", str(dets_json), "--fp-score", "0"])
+    assert read_json(out_json) == json.loads(json.dumps(report))
+    with open(trained["out_dir"] / "log.txt") as f:
+        last = json.loads(f.read().splitlines()[-1])
+    # train.py evaluates the EMA model each epoch; last.pth holds that EMA, which eval.py prefers
+    assert last["evaluated"] == "ema" and report["weights"] == "ema"
+    for name in COCO_STAT_NAMES:
+        assert report[name] == pytest.approx(last[f"val_{name}"], abs=1e-12), name
+    assert report["AR100"] > 0 and report["AP50"] > 0, "the comparison should not be 0 == 0"
+
+    # the AP of eval.py's saved detections, computed directly with pycocotools
+    detections = read_json(dets_json)
+    ann_file = str(trained["root"] / "annotations" / "instances_val.json")
+    assert len(detections) == 20 * 300
+    assert all(sorted(d) == ["bbox", "category_id", "image_id", "score"] for d in detections)
+    assert {d["category_id"] for d in detections} <= {c["id"] for c in read_json(ann_file)["categories"]}
+    reference = pycocotools_stats(ann_file, detections)
+    for name in COCO_STAT_NAMES:
+        assert report[name] == pytest.approx(reference[name], abs=1e-12), name
+
+    # Fig. 4: false positives recounted independently, AP by size consistent with COCO's APs/APm/APl
+    gt = read_json(ann_file)
+    fp = report["false_positives"]
+    assert fp["score_threshold"] == 0 and fp["images"] == 20 and fp["detections"] == len(detections)
+    assert fp["false_positives"] == independent_fp_count(gt, detections, 0.0)
+    assert 0 < fp["true_positives"] and fp["per_image"] == fp["false_positives"] / 20
+    scores = sorted(d["score"] for d in detections)
+    for threshold in [scores[len(scores) // 2], scores[-len(scores) // 10], scores[-1], 0.5]:
+        assert count_false_positives(gt, detections, score_threshold=threshold)["false_positives"] == \
+            independent_fp_count(gt, detections, threshold)
+    sizes = report["ap_by_size"]
+    assert [sizes[s]["AP"] for s in ("small", "medium", "large")] == \
+        pytest.approx([report["APs"], report["APm"], report["APl"]], abs=1e-12)
+    assert sum(s["gt_boxes"] for s in sizes.values()) == len(gt["annotations"])
+    assert report["params"] > 0 and report["gflops"] > 0 and report["images"] == 20
+
+
+def test_checkpoint_layouts_load_through_eval(trained, tmp_path):
+    ckpt = torch.load(trained["out_dir"] / "last.pth", map_location="cpu", weights_only=True)
+    ema, raw = ckpt["ema"]["module"], ckpt["model"]
+    layouts = {"ema": {"ema": {"module": ema, "updates": 2}, "model": raw}, "model": {"model": ema}, "state_dict": ema}
+    reports = {}
+    for expected, obj in layouts.items():
+        path = tmp_path / f"{expected}.pth"
+        torch.save(obj, path)
+        backend = "pycocotools" if expected == "state_dict" else "faster"
+        reports[expected] = run_eval(["-c", DEMO, "-r", str(path), "-u", *explicit_data_overrides(trained["root"]),
+                                      "--max-images", "2", "--backend", backend])
+        assert reports[expected]["weights"] == expected
+        assert reports[expected]["images"] == 2 and reports[expected]["false_positives"]["images"] == 2
+    stats = [[r[k] for k in COCO_STAT_NAMES] for r in reports.values()]
+    assert stats[0] == stats[1] == stats[2]          # the same weights in each layout (and both backends)
+
+
+def test_gathered_detections_keep_padded_images_once(monkeypatch):
+    """DistributedSampler repeats images to even out the ranks; their detections must count once."""
+    from rtdetr_fine import distributed as du
+    from rtdetr_fine.evaluation import gather_detections
+
+    def det(image_id, score):
+        return {"image_id": image_id, "category_id": 1, "bbox": [0, 0, 1, 1], "score": score}
+
+    # 5 images on 2 ranks: rank 0 gets images 1, 3, 5; rank 1 gets 2, 4 and image 1 again as padding
+    rank0 = [det(1, 0.9), det(1, 0.8), det(3, 0.7), det(5, 0.5)]
+    rank1 = [det(2, 0.6), det(4, 0.4), det(1, 0.9), det(1, 0.8)]
+    monkeypatch.setattr(du, "all_gather_objects", lambda obj: [rank0, rank1])
+    assert gather_detections(rank0) == rank0 + rank1[:2]
+
+
+def test_wrong_num_classes_is_one_clear_message(trained):
+    cmd = [sys.executable, os.path.join(ROOT, "eval.py"), "-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"),
+           "--device", "cpu", "-u", *explicit_data_overrides(trained["root"]), "num_classes=4"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "num_classes" in proc.stderr
+    assert "trained for 3 classes" in proc.stderr and "-u num_classes=3" in proc.stderr
+
+
+def test_missing_checkpoint_or_data_exits_with_a_message(trained, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        run_eval(["-c", DEMO, "-r", str(tmp_path / "nope.pth"), "-u", *explicit_data_overrides(trained["root"])])
+    assert "checkpoint not found" in str(e.value.code) and "nope.pth" in str(e.value.code)
+    with pytest.raises(SystemExit) as e:
+        run_eval(["-c", config_path("rtdetr_r18.yml"), "-r", str(tmp_path / "nope.pth"), "-u",
+                  "backbone.pretrained=null", f"val_dataloader.dataset.img_folder={tmp_path}/no_coco/val2017"])
+    assert "dataset not found" in str(e.value.code) and "no_coco" in str(e.value.code)
+
+
+def gt_as_detections(gt, score=1.0):
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": list(a["bbox"]), "score": score}
+            for a in gt["annotations"]]
+
+
+@pytest.fixture(scope="module")
+def shapes_gt(tmp_path_factory):
+    from rtdetr_fine.data import make_shapes_dataset
+    paths = make_shapes_dataset(tmp_path_factory.mktemp("gt"), num_train=1, num_val=20, image_size=160,
+                                num_classes=3, seed=3)
+    return read_json(paths["val_ann_file"])
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_ground_truth_as_detections_gives_ap_1(shapes_gt, backend):
+    detections = gt_as_detections(shapes_gt)
+    stats, cocoeval = coco_bbox_eval(load_coco_gt(shapes_gt, backend), detections, backend=backend, verbose=False)
+    for name in ("AP", "AP50", "AP75", "AR100"):
+        assert stats[name] == pytest.approx(1.0), name
+    sizes = ap_by_size(cocoeval, shapes_gt)
+    for name, size in sizes.items():
+        assert size["AP"] == (pytest.approx(1.0) if size["gt_boxes"] else -1.0), name
+    fp = count_false_positives(shapes_gt, detections)
+    assert fp["false_positives"] == 0 and fp["true_positives"] == len(shapes_gt["annotations"])
+
+
+def test_false_positive_count_on_perturbed_detections(shapes_gt):
+    """Duplicates, wrong classes, shifted boxes, background boxes and scores at the threshold."""
+    rng = np.random.default_rng(0)
+    detections = []
+    for a in shapes_gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        other = a["category_id"] % 3 + 1
+        shift = rng.uniform(0, 0.6) * w
+        detections += [
+            {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x, y, w, h],
+             "score": float(rng.choice([0.3, 0.5, 0.9]))},
+            {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x + shift, y, w, h],
+             "score": float(rng.uniform(0.4, 1.0))},                                   # duplicate / shifted
+            {"image_id": a["image_id"], "category_id": other, "bbox": [x, y, w, h],
+             "score": float(rng.uniform(0.4, 1.0))},                                   # wrong class
+        ]
+    for image in shapes_gt["images"]:
+        for _ in range(2):
+            detections.append({"image_id": image["id"], "category_id": int(rng.integers(1, 4)),
+                               "bbox": rng.uniform(0, 80, size=4).round(1).tolist(), "score": float(rng.uniform())})
+    fp = count_false_positives(shapes_gt, detections)
+    assert fp["false_positives"] == independent_fp_count(shapes_gt, detections)
+    assert fp["false_positives"] > 0 and fp["true_positives"] > 0
+    assert fp["per_image"] == fp["false_positives"] / len(shapes_gt["images"])
+    # >= 0.5 includes 0.5 exactly
+    at_half = [d for d in detections if d["score"] == 0.5]
+    assert at_half and count_false_positives(shapes_gt, at_half)["detections"] == len(at_half)
+
+
+def test_false_positive_rules_on_a_hand_made_image():
+    """One object (category 1) and one crowd region (category 1) in a 100 x 100 image."""
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
+          "categories": [{"id": 1}, {"id": 2}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "area": 400, "iscrowd": 0},
+                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 50, 50], "area": 2500,
+                           "iscrowd": 1}]}
+
+    def det(box, score, category=1):
+        return {"image_id": 1, "category_id": category, "bbox": box, "score": score}
+
+    detections = [det([1, 1, 20, 20], 0.9),      # TP
+                  det([0, 0, 20, 20], 0.8),      # duplicate of the taken object: FP (though IoU 1)
+                  det([0, 0, 20, 20], 0.95, 2),  # wrong class: FP
+                  det([0, 10, 20, 20], 0.7),     # IoU 1/3 with the (taken) object: FP
+                  det([60, 60, 10, 10], 0.6),    # inside the crowd region: ignored
+                  det([70, 70, 10, 10], 0.55),   # inside the crowd region again: ignored
+                  det([40, 40, 20, 20], 0.6),    # a quarter inside the crowd region: FP
+                  det([60, 60, 10, 10], 0.6, 2),  # crowd region of another class: FP
+                  det([80, 0, 10, 10], 0.49)]    # below the score threshold: not counted
+    fp = count_false_positives(gt, detections)
+    assert (fp["true_positives"], fp["false_positives"], fp["ignored_crowd"], fp["detections"]) == (1, 5, 2, 8)
+    assert fp["per_image"] == 5.0
