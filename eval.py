@@ -1,8 +1,8 @@
 """Evaluate a checkpoint on the val set of a config: COCO bbox metrics and the FINE paper's Fig. 4 analyses.
 
-    python eval.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth -u backbone.pretrained=null
+    python eval.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth
     python eval.py -c configs/rtdetr_r18.yml -r rtdetr_r18vd_dec3_6x_coco_from_paddle.pth \\
-        -u backbone.pretrained=null --output-json r18.json --save-detections r18_dets.json
+        --output-json r18.json --save-detections r18_dets.json
     torchrun --nproc_per_node 4 eval.py -c CONFIG -r CKPT            # DDP: predictions gathered, scored once
     python eval.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/last.pth --max-images 10
 
@@ -59,6 +59,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         cfg = rtdetr_fine.load_config(args.config, args.update)
+        cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     if args.max_images is not None and args.max_images < 1:
