@@ -13,7 +13,6 @@ size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions.
 """
 import argparse
 import json
-import logging
 import os
 import sys
 
@@ -24,7 +23,7 @@ from rtdetr_fine import distributed as du
 from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
 from rtdetr_fine.checkpoint import extract_state_dict, load_weights, read_checkpoint
 from rtdetr_fine.config import ConfigError
-from rtdetr_fine.engine import evaluate
+from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
 from rtdetr_fine.flops import count_flops, count_params
 from rtdetr_fine.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
@@ -49,11 +48,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def log(*args):
-    if du.is_main():
-        print(*args, flush=True)
-
-
 def main(argv=None):
     """Returns the report dict (on every rank; only rank 0 prints and writes files)."""
     args = parse_args(argv)
@@ -73,8 +67,7 @@ def main(argv=None):
         sys.exit(f"eval.py: checkpoint not found: {args.resume}")
 
     device, rank, _ = du.init_distributed(args.device)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
-    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+    du.setup_logging(rank)
     try:
         return run(args, cfg, device)
     finally:
@@ -87,19 +80,14 @@ def run(args, cfg, device):
     weights = load_checkpoint_or_exit(model, args.resume, args.config, cfg["num_classes"])
     model.to(device).eval()
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
-    amp_dtype = None
-    if args.amp:
-        if device.type != "cuda":
-            log("--amp: mixed precision is used on CUDA only; evaluating in float32 on", device)
-        else:
-            amp_dtype = getattr(torch, cfg["amp"]["dtype"])
+    amp_dtype = amp_dtype_for(args.amp, device, cfg["amp"]["dtype"])
 
     loader, val_set, img_ids = build_val_loader(cfg, args.max_images)
     height, width = val_image_size(cfg)
     num_images = len(img_ids) if img_ids is not None else len(val_set)
     params = count_params(model)
     gflops = val_gflops(model, height, width, device) if du.is_main() else None
-    log(format_header(args, weights, params, gflops, (height, width), device, amp_dtype, num_images,
+    du.log(format_header(args, weights, params, gflops, (height, width), device, amp_dtype, num_images,
                       val_set.ann_file))
 
     stats, detections, cocoeval, seconds = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids,
@@ -113,17 +101,17 @@ def run(args, cfg, device):
               "device": str(device), "world_size": du.world_size(), "eval_seconds": round(seconds, 2),
               "false_positives": false_positives, "ap_by_size": sizes}
 
-    log(format_coco_table(stats))
-    log(format_summary(stats))
-    log(format_false_positives(false_positives))
-    log(format_ap_by_size(sizes))
+    du.log(format_coco_table(stats))
+    du.log(format_summary(stats))
+    du.log(format_false_positives(false_positives))
+    du.log(format_ap_by_size(sizes))
     if du.is_main():
         if args.save_detections:
             write_json(args.save_detections, detections)
-            log(f"detections ({len(detections)}, COCO results format) -> {args.save_detections}")
+            du.log(f"detections ({len(detections)}, COCO results format) -> {args.save_detections}")
         if args.output_json:
             write_json(args.output_json, report)
-            log(f"report -> {args.output_json}")
+            du.log(f"report -> {args.output_json}")
     du.barrier()
     return report
 
@@ -132,7 +120,7 @@ def load_checkpoint_or_exit(model, path, config_path, num_classes):
     """load_weights (EMA first) -> 'ema' | 'model' | 'state_dict'; a checkpoint that does not fit
     the model exits with one readable message (no traceback)."""
     try:
-        return load_weights(model, path, prefer_ema=True, log=log)
+        return load_weights(model, path, prefer_ema=True, log=du.log)
     except (ValueError, FileNotFoundError) as e:
         trained_classes = checkpoint_num_classes(path)
         if trained_classes is not None and trained_classes != num_classes:

@@ -8,7 +8,6 @@
 """
 import argparse
 import json
-import logging
 import os
 import random
 import sys
@@ -22,7 +21,7 @@ from rtdetr_fine import distributed as du
 from rtdetr_fine.checkpoint import load_weights, read_checkpoint, save_atomic
 from rtdetr_fine.config import ConfigError, dump_config
 from rtdetr_fine.data import CocoFormatError
-from rtdetr_fine.engine import NonFiniteLossError, evaluate, train_one_epoch
+from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
                                  prepare_demo_data, set_epoch)
@@ -48,11 +47,6 @@ def seed_everything(seed):
     torch.manual_seed(seed)
 
 
-def log(*args):
-    if du.is_main():
-        print(*args, flush=True)
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -72,8 +66,7 @@ def main(argv=None):
             sys.exit(str(e))
 
     device, rank, world = du.init_distributed(args.device)
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(message)s")
-    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+    du.setup_logging(rank)
     try:
         run(args, cfg, device, rank, world)
     except (NonFiniteLossError, CocoFormatError, ConfigError, OSError, ValueError) as e:
@@ -86,32 +79,27 @@ def main(argv=None):
 def run(args, cfg, device, rank, world):
     prepare_demo_data(cfg)
     out_dir = cfg["output_dir"]
-    amp_dtype = None
-    if args.amp:
-        if device.type != "cuda":
-            log("--amp: mixed precision is used on CUDA only; training in float32 on", device)
-        else:
-            amp_dtype = getattr(torch, cfg["amp"]["dtype"])
+    amp_dtype = amp_dtype_for(args.amp, device, cfg["amp"]["dtype"])
 
     seed_everything(cfg["seed"] + rank)
     val_loader, val_set, _ = build_val_loader(cfg)
     model = rtdetr_fine.build_model(cfg)
     if args.tuning:
-        load_weights(model, args.tuning, finetune=True, log=log)
+        load_weights(model, args.tuning, finetune=True, log=du.log)
     if cfg["sync_bn"] and world > 1:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
     ema = ModelEMA(model, cfg["ema"]["decay"], cfg["ema"]["warmups"]) if cfg["ema"]["enabled"] else None
-    log(f"model: {count_params(model):,} parameters; FINE "
+    du.log(f"model: {count_params(model):,} parameters; FINE "
         f"{cfg['fine']['attention'] if cfg['fine']['enabled'] else 'off'}; device {device} x {world}")
 
     if args.test_only:
         if args.resume:
             load_weights(model, args.resume)
         stats, *_ = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
-        log(json.dumps({f"val_{k}": v for k, v in stats.items()}))
+        du.log(json.dumps({f"val_{k}": v for k, v in stats.items()}))
         return
 
     train_loader = build_train_loader(cfg, cfg["seed"])
@@ -127,7 +115,7 @@ def run(args, cfg, device, rank, world):
     start_epoch, global_step, best_ap = 0, 0, -1.0
     if args.resume:
         start_epoch, global_step, best_ap = restore(args.resume, model, ema, optimizer, scheduler, scaler)
-        log(f"resumed from {args.resume}: epoch {start_epoch}, iteration {global_step}")
+        du.log(f"resumed from {args.resume}: epoch {start_epoch}, iteration {global_step}")
 
     writer = None
     if du.is_main():
@@ -167,7 +155,7 @@ def run(args, cfg, device, rank, world):
                 f.write(json.dumps(record) + "\n")
             for k, v in stats.items():
                 writer.add_scalar(f"val/{k}", v, epoch)
-            log(f"epoch {epoch}: loss {train_stats['loss']:.4f}  AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  "
+            du.log(f"epoch {epoch}: loss {train_stats['loss']:.4f}  AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  "
                 f"(train {train_time:.0f}s, eval {eval_time:.0f}s)")
         du.barrier()
     if writer is not None:

@@ -4,7 +4,6 @@ import copy
 from collections import OrderedDict
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .deformable_attention import MSDeformableAttention

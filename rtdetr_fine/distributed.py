@@ -72,3 +72,16 @@ def mean_over_ranks(values, device):
 def cleanup():
     if is_dist():
         dist.destroy_process_group()
+
+
+def log(*args):
+    """print on rank 0 only."""
+    if is_main():
+        print(*args, flush=True)
+
+
+def setup_logging(rank_):
+    """INFO on rank 0, warnings elsewhere; faster-coco-eval's own summary is printed by us."""
+    import logging
+    logging.basicConfig(level=logging.INFO if rank_ == 0 else logging.WARNING, format="%(message)s")
+    logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)

@@ -14,6 +14,16 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+def amp_dtype_for(enabled, device, dtype_name):
+    """torch dtype for autocast, or None: mixed precision is used on CUDA only."""
+    if not enabled:
+        return None
+    if device.type != "cuda":
+        du.log(f"--amp: mixed precision is used on CUDA only; running in float32 on {device}")
+        return None
+    return getattr(torch, dtype_name)
+
+
 def targets_to(targets, device):
     return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
