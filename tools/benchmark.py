@@ -1,0 +1,372 @@
+"""Cost of RT-DETR and its FINE variants on this machine: the FINE paper's Table 3, CPU edition.
+
+For each config: parameters, GFLOPs, latency in PyTorch eager and in onnxruntime
+(batch 1, deploy mode, CPU), and the peak memory increase of one inference;
+ratios against the first config. Writes benchmark.json, benchmark.md and
+benchmark.png to --out-dir.
+
+    python tools/benchmark.py --ablation                     # baseline R18 + the three FINE modes
+    python tools/benchmark.py -c configs/rtdetr_r18.yml configs/rtdetr_r18_fine.yml --runs 50
+    python tools/benchmark.py --ablation --input-size 320 --runs 3 --out-dir /tmp/bench
+
+What is measured:
+  * params: all parameters of the detector (deploy mode: RepVGG blocks fused).
+  * GFLOPs: rtdetr_fine.flops.count_flops, 2 x multiply-accumulates of matrix
+    products and convolutions, attention included (see rtdetr_fine/flops.py).
+  * latency: median (and min) wall time of `--runs` single-image inferences after
+    `--warmup` ones; model + post-processor, i.e. what export_onnx.py exports.
+    The models are timed in turns (round-robin), so a change in background load
+    hits all of them alike, and runs during which other processes used the CPU
+    (from /proc/stat) are left out of the median when enough quiet runs remain
+    (see latency_stats). torch and onnxruntime both get `--threads` intra-op
+    threads; the load average before and after is recorded.
+  * memory: the increase of the process's peak resident set size (Linux VmHWM,
+    reset through /proc/self/clear_refs, after returning freed heap to the OS)
+    over the first inference in eager mode, and over creating the onnxruntime
+    session plus its first run (weights + arena). Not measured elsewhere (null).
+"""
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import export_onnx  # noqa: E402
+from rtdetr_fine.flops import count_flops, count_params  # noqa: E402
+
+ABLATION = (
+    ("baseline", "configs/rtdetr_r18.yml"),
+    ("quadratic", "configs/ablation/rtdetr_r18_fine_quadratic.yml"),
+    ("linear", "configs/ablation/rtdetr_r18_fine_linear.yml"),
+    ("linear_bottleneck", "configs/ablation/rtdetr_r18_fine_linear_bottleneck.yml"),
+)
+RATIO_KEYS = ("params", "gflops", "eager_ms", "ort_ms")
+
+
+# ----------------------------------------------------------------------------- measuring
+
+def _status_kib(key):
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM), or None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _release_free_memory():
+    """Return freed heap pages to the OS (glibc), so they do not hide the next peak."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakMemory:
+    """Peak RSS increase (MiB) inside the `with` block; `.mib` is None where unsupported."""
+
+    def __enter__(self):
+        self.mib = None
+        _release_free_memory()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            self._start = _status_kib("VmRSS")
+        except OSError:
+            self._start = None
+        return self
+
+    def __exit__(self, *exc):
+        peak = _status_kib("VmHWM")
+        if self._start is not None and peak is not None:
+            self.mib = (peak - self._start) / 1024
+        return False
+
+
+class CpuMonitor:
+    """CPU time other processes used during a measurement, from /proc/stat (Linux; None elsewhere).
+
+    `other_seconds()` after `start()`: (all busy CPU time) - (this process's CPU time).
+    """
+
+    def __init__(self):
+        self.available = os.path.exists("/proc/stat")
+        self.tick = os.sysconf("SC_CLK_TCK") if self.available else 100
+
+    def _busy_ticks(self):
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:8]]
+        return sum(fields) - fields[3] - fields[4]  # minus idle and iowait
+
+    def start(self):
+        if self.available:
+            self._busy, self._own = self._busy_ticks(), sum(os.times()[:2])
+
+    def other_seconds(self):
+        if not self.available:
+            return None
+        return (self._busy_ticks() - self._busy) / self.tick - (sum(os.times()[:2]) - self._own)
+
+
+def latency_stats(samples):
+    """[(seconds, other-process CPU seconds or None)] -> summary in ms.
+
+    A run is "quiet" when other processes used at most max(20 ms, 5% of its duration)
+    of CPU time meanwhile (/proc/stat counts in 10 ms ticks). The median is over the
+    quiet runs when at least half of the runs were quiet, else over all runs, and
+    then `contended` is set.
+    """
+    seconds = [t for t, _ in samples]
+    quiet = [t for t, other in samples if other is not None and other <= max(0.02, 0.05 * t)]
+    use = quiet if len(quiet) * 2 >= len(samples) else seconds
+    return {"median_ms": 1e3 * statistics.median(use), "min_ms": 1e3 * min(seconds), "runs": len(samples),
+            "quiet_runs": len(quiet), "contended": use is seconds}
+
+
+def time_round_robin(fns, runs, warmup):
+    """Call each fn `warmup` times, then `runs` rounds of one call each in turn.
+
+    Returns per-fn lists of (seconds, CPU seconds other processes used meanwhile).
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    monitor = CpuMonitor()
+    samples = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, out in zip(fns, samples):
+            monitor.start()
+            start = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - start
+            out.append((elapsed, monitor.other_seconds()))
+    return samples
+
+
+def ort_session(path, threads):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+class Candidate:
+    """One config under test: the deploy model, its ONNX export and onnxruntime session."""
+
+    def __init__(self, name, config, overrides, height, width, threads, work_dir):
+        self.name, self.config = name, config
+        self.model = export_onnx.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
+        self.images, self.sizes = export_onnx.example_inputs(1, height, width)
+        self.onnx_path = os.path.join(work_dir, f"{name}.onnx")
+        self.threads = threads
+        self.session = None
+        self.result = {"name": name, "config": config}
+
+    def count(self):
+        """Cold first inference (memory), then params and FLOPs of the detector."""
+        with torch.inference_mode(), PeakMemory() as mem:
+            self.model(self.images, self.sizes)
+        self.result["eager_peak_mib"] = mem.mib
+        self.result["params"] = count_params(self.model.model)
+        self.result["gflops"] = count_flops(self.model.model, self.images) / 1e9
+
+    def export(self):
+        """ONNX export, then a fresh onnxruntime session and its first run (memory)."""
+        height, width = self.images.shape[-2:]
+        export_onnx.export(self.model, self.onnx_path, height, width, batch_size=1)
+        with PeakMemory() as mem:
+            self.session = ort_session(self.onnx_path, self.threads)
+            self.run_ort()
+        self.result["ort_peak_mib"] = mem.mib
+
+    def run_eager(self):
+        with torch.inference_mode():
+            self.model(self.images, self.sizes)
+
+    def run_ort(self):
+        self.session.run(None, {"images": self.images.numpy(), "orig_target_sizes": self.sizes.numpy()})
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def add_ratios(results):
+    """ratios[k] = value / the first result's value, for params, GFLOPs and latencies."""
+    reference = results[0]
+    for r in results:
+        r["ratios"] = {k: r[k] / reference[k] for k in RATIO_KEYS if r.get(k) and reference.get(k)}
+        r["ratios"]["reference"] = reference["name"]
+    return results
+
+
+def _fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+
+def markdown_table(report):
+    s = report["settings"]
+    lines = [
+        f"Input {s['input_size'][0]}x{s['input_size'][1]}, batch 1, {s['threads']} threads (torch and onnxruntime), "
+        f"median of {s['runs']} runs after {s['warmup']} warm-up; CPU: {s['cpu']}; "
+        f"load average before/after: {s['load_before']:.2f}/{s['load_after']:.2f}; latencies are medians over "
+        f"runs without other CPU load (* = too few such runs, median over all). "
+        f"Ratios vs {report['results'][0]['name']}. Memory: {s['memory_note']}",
+        "",
+        "| model | params (M) | GFLOPs | PyTorch eager (ms) | onnxruntime (ms) | eager peak +MiB | ORT peak +MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        q = r["ratios"]
+        lines.append(
+            f"| {r['name']} | {r['params'] / 1e6:.2f} (x{q['params']:.3f}) | {r['gflops']:.2f} (x{q['gflops']:.3f}) "
+            f"| {r['eager_ms']:.1f}{'*' if r['eager_contended'] else ''} (x{q['eager_ms']:.3f}) "
+            f"| {r['ort_ms']:.1f}{'*' if r['ort_contended'] else ''} (x{q['ort_ms']:.3f}) "
+            f"| {_fmt(r['eager_peak_mib'], '.0f')} | {_fmt(r['ort_peak_mib'], '.0f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report, path):
+    """Bar charts of GFLOPs and the two latencies, one bar per model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    results = report["results"]
+    names = [r["name"] for r in results]
+    panels = (("gflops", "GFLOPs"), ("eager_ms", "PyTorch eager (ms)"), ("ort_ms", "onnxruntime (ms)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (key, title) in zip(axes, panels):
+        values = [r[key] for r in results]
+        bars = ax.bar(range(len(names)), values, color=["0.6"] + ["tab:blue"] * (len(names) - 1))
+        for bar, r in zip(bars, results):
+            ax.annotate(f"x{r['ratios'][key]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+        ax.set_title(title)
+        ax.set_ylim(0, 1.15 * max(values))
+    s = report["settings"]
+    fig.suptitle(f"{s['input_size'][0]}x{s['input_size'][1]}, batch 1, {s['threads']} threads, CPU")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(report, out_dir):
+    """benchmark.json / .md / .png in out_dir; returns their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {ext: os.path.join(out_dir, f"benchmark.{ext}") for ext in ("json", "md", "png")}
+    with open(paths["json"], "w") as f:
+        json.dump(report, f, indent=2)
+    with open(paths["md"], "w") as f:
+        f.write(markdown_table(report))
+    plot(report, paths["png"])
+    return paths
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("-c", "--config", nargs="+", help="config(s); ratios are against the first")
+    what.add_argument("--ablation", action="store_true", help="baseline R18 + FINE quadratic/linear/linear_bottleneck")
+    p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides for every config, key=value")
+    p.add_argument("--input-size", type=int, nargs="+", default=[640], metavar="S", help="S or H W (default 640)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per model and runtime (default 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="intra-op threads for torch and onnxruntime (default: all cores)")
+    p.add_argument("--out-dir", default="output/benchmark", help="where benchmark.{json,md,png} and the ONNX files go")
+    return p.parse_args(argv)
+
+
+def candidates_from(args):
+    """[(name, config path)] to benchmark; config paths are resolved against the repo root too."""
+    if args.ablation:
+        return [(name, os.path.join(ROOT, path)) for name, path in ABLATION]
+    out, seen = [], set()
+    for path in args.config:
+        if not os.path.isfile(path) and os.path.isfile(os.path.join(ROOT, path)):
+            path = os.path.join(ROOT, path)
+        name = os.path.splitext(os.path.basename(path))[0]
+        while name in seen:
+            name += "_"
+        seen.add(name)
+        out.append((name, path))
+    return out
+
+
+def run(args, log=print):
+    """Benchmark and write the outputs; returns the report dict."""
+    height, width = export_onnx.input_hw(args.input_size)
+    if args.runs < 1 or args.threads < 1 or args.warmup < 0:
+        raise export_onnx.ExportError("--runs and --threads must be >= 1, --warmup >= 0")
+    torch.set_num_threads(args.threads)
+    work_dir = os.path.join(args.out_dir, "onnx")
+    os.makedirs(work_dir, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        log(f"note: load average is {load_before:.2f}; other processes may slow the timings")
+
+    models = []
+    for name, config in candidates_from(args):
+        log(f"[{name}] build, count, export ({config})")
+        candidate = Candidate(name, config, args.update, height, width, args.threads, work_dir)
+        candidate.count()
+        candidate.export()
+        models.append(candidate)
+
+    log(f"timing PyTorch eager: {args.runs} rounds over {len(models)} models")
+    for m, t in zip(models, time_round_robin([m.run_eager for m in models], args.runs, args.warmup)):
+        stats = latency_stats(t)
+        m.result.update(eager_ms=stats["median_ms"], eager_min_ms=stats["min_ms"],
+                        eager_quiet_runs=stats["quiet_runs"], eager_contended=stats["contended"])
+    log(f"timing onnxruntime: {args.runs} rounds over {len(models)} models")
+    for m, t in zip(models, time_round_robin([m.run_ort for m in models], args.runs, args.warmup)):
+        stats = latency_stats(t)
+        m.result.update(ort_ms=stats["median_ms"], ort_min_ms=stats["min_ms"],
+                        ort_quiet_runs=stats["quiet_runs"], ort_contended=stats["contended"])
+
+    import onnxruntime
+    report = {
+        "settings": {
+            "input_size": [height, width], "batch_size": 1, "threads": args.threads, "runs": args.runs,
+            "warmup": args.warmup, "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "load_before": load_before, "load_after": os.getloadavg()[0],
+            "latency": "median wall time of single-image inferences (model + post-processor), deploy mode",
+            "memory_note": "peak RSS increase (VmHWM) over the first eager inference, and over ORT "
+                           "session creation + first run",
+        },
+        "results": add_ratios([m.result for m in models]),
+    }
+    paths = write_outputs(report, args.out_dir)
+    log(markdown_table(report))
+    log("wrote " + ", ".join(paths.values()))
+    return report
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        run(args)
+    except export_onnx.ExportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
