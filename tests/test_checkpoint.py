@@ -9,7 +9,7 @@ from rtdetr_fine.checkpoint import load_weights, save_atomic
 
 @pytest.fixture(scope="module")
 def small_models():
-    from conftest import config_path
+    from helpers import config_path
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["backbone.pretrained=null"])
     torch.manual_seed(0)
     src = rtdetr_fine.build_model(cfg)

@@ -1,5 +1,5 @@
 import pytest
-from conftest import config_path
+from helpers import config_path
 
 import rtdetr_fine
 from rtdetr_fine.config import ConfigError

@@ -3,7 +3,7 @@ import os
 
 import pytest
 import torch
-from conftest import FIXTURES, config_path
+from helpers import FIXTURES, config_path
 from fill_weights import fill, read_keys
 
 import rtdetr_fine

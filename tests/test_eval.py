@@ -12,7 +12,7 @@ import torch
 from torchvision.ops import box_iou
 
 import rtdetr_fine
-from conftest import ROOT, config_path
+from helpers import ROOT, config_path
 from rtdetr_fine.analysis import ap_by_size, count_false_positives
 from rtdetr_fine.evaluation import COCO_STAT_NAMES, coco_bbox_eval, load_coco_gt
 

@@ -1,7 +1,7 @@
 """FINE inside the hybrid encoder: where it sits, what it adds, and that the baseline is untouched."""
 import pytest
 import torch
-from conftest import config_path
+from helpers import config_path
 
 import rtdetr_fine
 from rtdetr_fine.fine import FINE

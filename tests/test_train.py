@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, config_path
+from helpers import ROOT, config_path
 
 import train
 from rtdetr_fine.data import make_hygiene_dataset, make_shapes_dataset
