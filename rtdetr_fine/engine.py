@@ -43,7 +43,9 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
         outputs = _to_float32(outputs) if amp_dtype is not None else outputs
         losses = criterion(outputs, targets)
         loss = sum(losses.values())
-        check_finite(loss, losses, epoch, global_step)
+        values = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).tolist()))  # one sync
+        values["loss"] = sum(values.values())
+        check_finite(values, epoch, global_step, device)
 
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -64,8 +66,6 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
 
         global_step += 1
         count += 1
-        values = {k: v.item() for k, v in losses.items()}
-        values["loss"] = loss.item()
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
@@ -78,14 +78,24 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
     return du.mean_over_ranks(means, device), global_step
 
 
-def check_finite(loss, losses, epoch, step):
-    """Stop instead of training on NaN/inf; every rank checks its own loss."""
-    if not math.isfinite(loss.item()):
-        bad = {k: v.item() for k, v in losses.items() if not math.isfinite(v.item())}
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items())[:12])
-        raise NonFiniteLossError(
-            f"non-finite loss {loss.item()} at epoch {epoch}, iteration {step} (rank {du.rank()}): {shown}. "
-            "Lower the learning rate, check the data (boxes) or disable AMP.")
+def check_finite(values, epoch, step, device):
+    """Stop instead of training on NaN/inf. Under DDP all ranks agree first, so every rank
+    stops at the same iteration instead of the others waiting in the gradient all-reduce."""
+    local_ok = math.isfinite(values["loss"])
+    all_ok = local_ok
+    if du.is_dist():
+        flag = torch.tensor([1.0 if local_ok else 0.0], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        all_ok = bool(flag.item())
+    if all_ok:
+        return
+    if local_ok:
+        raise NonFiniteLossError(f"non-finite loss on another rank at epoch {epoch}, iteration {step}")
+    bad = {k: v for k, v in values.items() if k != "loss" and not math.isfinite(v)}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(bad.items())[:12])
+    raise NonFiniteLossError(
+        f"non-finite loss {values['loss']} at epoch {epoch}, iteration {step} (rank {du.rank()}): {shown}. "
+        "Lower the learning rate, check the data (boxes) or disable AMP.")
 
 
 def _to_float32(outputs):

@@ -4,9 +4,6 @@ from .collate import MultiScaleCollate, collate
 from .synthetic import make_hygiene_dataset, make_shapes_dataset
 from .transforms import StopEpochTransforms, build_train_transforms, build_val_transforms
 
-# Official RT-DETR multi-scale training sizes (640 weighted x3).
-RTDETR_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
-
 
 def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
                   num_classes=None, stop_epoch=None):
@@ -21,7 +18,7 @@ def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_cate
 
 
 __all__ = [
-    "CocoDetection", "CocoFormatError", "MultiScaleCollate", "RTDETR_SCALES", "StopEpochTransforms",
+    "CocoDetection", "CocoFormatError", "MultiScaleCollate", "StopEpochTransforms",
     "build_dataset", "build_train_transforms", "build_val_transforms", "collate", "make_hygiene_dataset",
     "make_shapes_dataset", "mscoco_category2label", "mscoco_label2category",
 ]
