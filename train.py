@@ -59,6 +59,8 @@ def main(argv=None):
         sys.exit("use either -r (resume) or -t (fine-tune), not both")
     if args.resume or args.tuning:
         cfg["backbone"]["pretrained"] = None   # the checkpoint has the backbone: no ImageNet download
+        if not os.path.isfile(args.resume or args.tuning):
+            sys.exit(f"error: checkpoint not found: {args.resume or args.tuning}")
     if not cfg["demo"]["enabled"]:
         try:   # before building anything: a missing COCO is the most common first error
             check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
