@@ -94,6 +94,21 @@ def test_fixed_size_fine_graph_has_constant_positions_and_scales(exported):
         assert (len(node.input) == 3 or not node.input[3]) and node.input[2] in constants
 
 
+def test_backbone_shortcut_pools_export_without_ceil_mode_and_are_restored(exported):
+    """The even-sized shortcut poolings are traced with ceil_mode=0 (same numbers at multiples of
+    32, checked by the agreement tests; onnxruntime then keeps them in its blocked layout), and
+    the model keeps ceil_mode=True afterwards, as trained."""
+    model, path = exported["baseline"]
+    pools = [n for n in onnx.load(path).graph.node if n.op_type == "AveragePool" and "/backbone/" in n.name]
+    assert len(pools) == 3
+    for node in pools:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attrs.get("ceil_mode", 0) == 0 and attrs["kernel_shape"] == [2, 2], node.name
+    ceil = [m.ceil_mode for name, m in model.named_modules() if isinstance(m, torch.nn.AvgPool2d)
+            and ".backbone." in f".{name}."]
+    assert ceil == [True, True, True]
+
+
 def test_match_detections_ignores_order_but_not_tolerance():
     labels = torch.tensor([[1, 2, 3]]).numpy()
     boxes = torch.tensor([[[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 2, 2]]], dtype=torch.float32).numpy()

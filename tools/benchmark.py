@@ -8,6 +8,12 @@ benchmark.png to --out-dir.
     python tools/benchmark.py --ablation                     # baseline R18 + the three FINE modes
     python tools/benchmark.py -c configs/rtdetr_r18.yml configs/rtdetr_r18_fine.yml --runs 50
     python tools/benchmark.py --ablation --input-size 320 --runs 3 --out-dir /tmp/bench
+    python tools/benchmark.py -c configs/rtdetr_r18.yml --onnx official=official_r18.onnx --runs 100
+
+--onnx adds ONNX files exported elsewhere with the same interface (inputs `images`,
+`orig_target_sizes`), e.g. the official RT-DETR's tools/export_onnx.py output: they
+are timed in onnxruntime in the same turns as the configs (params, GFLOPs and
+eager latency n/a).
 
 What is measured:
   * params: all parameters of the detector (deploy mode: RepVGG blocks fused).
@@ -15,11 +21,12 @@ What is measured:
     products and convolutions, attention included (see rtdetr_fine/flops.py).
   * latency: median (and min) wall time of `--runs` single-image inferences after
     `--warmup` ones; model + post-processor, i.e. what export_onnx.py exports.
-    The models are timed in turns (round-robin), so a change in background load
-    hits all of them alike, and runs during which other processes used the CPU
-    (from /proc/stat) are left out of the median when enough quiet runs remain
-    (see latency_stats). torch and onnxruntime both get `--threads` intra-op
-    threads; the load average before and after is recorded.
+    Steady state: the models take turns in blocks of `--block` consecutive runs,
+    each block after one untimed run (see time_in_blocks), so a change in
+    background load hits all of them alike; runs during which other processes
+    used the CPU (from /proc/stat) are left out of the median when enough quiet
+    runs remain (see latency_stats). torch and onnxruntime both get `--threads`
+    intra-op threads; the load average before and after is recorded.
   * memory: the increase of the process's peak resident set size (Linux VmHWM,
     reset through /proc/self/clear_refs, after returning freed heap to the OS)
     over the first inference in eager mode, and over creating the onnxruntime
@@ -134,8 +141,16 @@ def latency_stats(samples):
             "quiet_runs": len(quiet), "contended": use is seconds}
 
 
-def time_round_robin(fns, runs, warmup):
-    """Call each fn `warmup` times, then `runs` rounds of one call each in turn.
+def time_in_blocks(fns, runs, warmup, block=5):
+    """Steady-state latency: each fn runs `block` times in a row, fns take turns, until each has `runs`.
+
+    Every block starts with one untimed call: the first run after another model
+    pays for that model's caches and idle worker threads, which is not the
+    model's own latency. On this 2-core VM, one-call-each round robin measured
+    every model about 15% slower than repeated runs of it do, and FINE's extra
+    cost about one point higher (3.6% vs 2.9% for linear_bottleneck in one sitting).
+    Taking turns by blocks still spreads slow spells of background load over
+    all models. `warmup` untimed calls per fn come first.
 
     Returns per-fn lists of (seconds, CPU seconds other processes used meanwhile).
     """
@@ -144,13 +159,18 @@ def time_round_robin(fns, runs, warmup):
             fn()
     monitor = CpuMonitor()
     samples = [[] for _ in fns]
-    for _ in range(runs):
+    while any(len(out) < runs for out in samples):
         for fn, out in zip(fns, samples):
-            monitor.start()
-            start = time.perf_counter()
+            todo = min(block, runs - len(out))
+            if todo <= 0:
+                continue
             fn()
-            elapsed = time.perf_counter() - start
-            out.append((elapsed, monitor.other_seconds()))
+            for _ in range(todo):
+                monitor.start()
+                start = time.perf_counter()
+                fn()
+                elapsed = time.perf_counter() - start
+                out.append((elapsed, monitor.other_seconds()))
     return samples
 
 
@@ -200,6 +220,33 @@ class Candidate:
         self.session.run(None, {"images": self.images.numpy(), "orig_target_sizes": self.sizes.numpy()})
 
 
+class OnnxFile:
+    """An ONNX file exported elsewhere (e.g. by the official RT-DETR), timed in onnxruntime only."""
+
+    def __init__(self, name, path, height, width, threads):
+        self.name = name
+        self.images, self.sizes = export_onnx.example_inputs(1, height, width)
+        with PeakMemory() as mem:
+            try:
+                self.session = ort_session(path, threads)
+            except Exception as e:  # onnxruntime raises its own exception types
+                raise export_onnx.ExportError(f"--onnx {name}={path}: onnxruntime cannot load it: {e}") from None
+            inputs = {i.name for i in self.session.get_inputs()}
+            if inputs != {"images", "orig_target_sizes"}:
+                raise export_onnx.ExportError(f"--onnx {name}={path}: inputs are {sorted(inputs)}, expected "
+                                              f"images and orig_target_sizes (the RT-DETR deploy interface)")
+            try:
+                self.run_ort()
+            except Exception as e:
+                raise export_onnx.ExportError(f"--onnx {name}={path}: does not run on a 1x3x{height}x{width} "
+                                              f"input: {e}") from None
+        self.result = {"name": name, "config": None, "onnx": os.path.abspath(path), "params": None,
+                       "gflops": None, "eager_ms": None, "eager_min_ms": None, "eager_peak_mib": None,
+                       "eager_contended": False, "ort_peak_mib": mem.mib}
+
+    run_ort = Candidate.run_ort
+
+
 # ----------------------------------------------------------------------------- reporting
 
 def add_ratios(results):
@@ -215,11 +262,21 @@ def _fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
 
+def _cell(r, key, spec, scale=1.0, contended_key=None):
+    """'value (xratio)' for the Markdown table; n/a where not measured."""
+    if r.get(key) is None:
+        return "n/a"
+    star = "*" if contended_key and r.get(contended_key) else ""
+    ratio = r["ratios"].get(key)
+    return f"{r[key] / scale:{spec}}{star}" + ("" if ratio is None else f" (x{ratio:.3f})")
+
+
 def markdown_table(report):
     s = report["settings"]
     lines = [
         f"Input {s['input_size'][0]}x{s['input_size'][1]}, batch 1, {s['threads']} threads (torch and onnxruntime), "
-        f"median of {s['runs']} runs after {s['warmup']} warm-up; CPU: {s['cpu']}; "
+        f"median of {s['runs']} runs after {s['warmup']} warm-up, in blocks of {s['block']} per model; "
+        f"CPU: {s['cpu']}; "
         f"load average before/after: {s['load_before']:.2f}/{s['load_after']:.2f}; latencies are medians over "
         f"runs without other CPU load (* = too few such runs, median over all). "
         f"Ratios vs {report['results'][0]['name']}. Memory: {s['memory_note']}",
@@ -228,11 +285,10 @@ def markdown_table(report):
         "|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
-        q = r["ratios"]
         lines.append(
-            f"| {r['name']} | {r['params'] / 1e6:.2f} (x{q['params']:.3f}) | {r['gflops']:.2f} (x{q['gflops']:.3f}) "
-            f"| {r['eager_ms']:.1f}{'*' if r['eager_contended'] else ''} (x{q['eager_ms']:.3f}) "
-            f"| {r['ort_ms']:.1f}{'*' if r['ort_contended'] else ''} (x{q['ort_ms']:.3f}) "
+            f"| {r['name']} | {_cell(r, 'params', '.2f', 1e6)} | {_cell(r, 'gflops', '.2f')} "
+            f"| {_cell(r, 'eager_ms', '.1f', contended_key='eager_contended')} "
+            f"| {_cell(r, 'ort_ms', '.1f', contended_key='ort_contended')} "
             f"| {_fmt(r['eager_peak_mib'], '.0f')} | {_fmt(r['ort_peak_mib'], '.0f')} |")
     return "\n".join(lines) + "\n"
 
@@ -247,14 +303,15 @@ def plot(report, path):
     panels = (("gflops", "GFLOPs"), ("eager_ms", "PyTorch eager (ms)"), ("ort_ms", "onnxruntime (ms)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     for ax, (key, title) in zip(axes, panels):
-        values = [r[key] for r in results]
+        values = [r[key] or 0.0 for r in results]  # n/a (external ONNX files) drawn as no bar
         bars = ax.bar(range(len(names)), values, color=["0.6"] + ["tab:blue"] * (len(names) - 1))
         for bar, r in zip(bars, results):
-            ax.annotate(f"x{r['ratios'][key]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=8)
+            if key in r["ratios"]:
+                ax.annotate(f"x{r['ratios'][key]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
         ax.set_title(title)
-        ax.set_ylim(0, 1.15 * max(values))
+        ax.set_ylim(0, 1.15 * max(values + [1e-9]))
     s = report["settings"]
     fig.suptitle(f"{s['input_size'][0]}x{s['input_size'][1]}, batch 1, {s['threads']} threads, CPU")
     fig.tight_layout()
@@ -286,10 +343,30 @@ def parse_args(argv=None):
     p.add_argument("--input-size", type=int, nargs="+", default=[640], metavar="S", help="S or H W (default 640)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and runtime (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    p.add_argument("--block", type=int, default=5,
+                   help="consecutive timed runs per model before the next model's turn (default 5)")
+    p.add_argument("--onnx", nargs="+", default=[], metavar="NAME=PATH",
+                   help="also time these ONNX files (RT-DETR deploy interface) in onnxruntime, "
+                        "e.g. official=official_r18.onnx")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="intra-op threads for torch and onnxruntime (default: all cores)")
     p.add_argument("--out-dir", default="output/benchmark", help="where benchmark.{json,md,png} and the ONNX files go")
     return p.parse_args(argv)
+
+
+def parse_onnx_args(items):
+    """['name=path', ...] -> [(name, path)]; a bare path is named after its file."""
+    out = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = os.path.splitext(os.path.basename(item))[0], item
+        if not name or not path:
+            raise export_onnx.ExportError(f"--onnx {item!r}: expected NAME=PATH")
+        if not os.path.isfile(path):
+            raise export_onnx.ExportError(f"--onnx {name}={path}: file not found")
+        out.append((name, path))
+    return out
 
 
 def candidates_from(args):
@@ -311,8 +388,9 @@ def candidates_from(args):
 def run(args, log=print):
     """Benchmark and write the outputs; returns the report dict."""
     height, width = export_onnx.input_hw(args.input_size)
-    if args.runs < 1 or args.threads < 1 or args.warmup < 0:
-        raise export_onnx.ExportError("--runs and --threads must be >= 1, --warmup >= 0")
+    if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.block < 1:
+        raise export_onnx.ExportError("--runs, --threads and --block must be >= 1, --warmup >= 0")
+    onnx_files = parse_onnx_args(args.onnx)
     torch.set_num_threads(args.threads)
     work_dir = os.path.join(args.out_dir, "onnx")
     os.makedirs(work_dir, exist_ok=True)
@@ -328,13 +406,19 @@ def run(args, log=print):
         candidate.export()
         models.append(candidate)
 
-    log(f"timing PyTorch eager: {args.runs} rounds over {len(models)} models")
-    for m, t in zip(models, time_round_robin([m.run_eager for m in models], args.runs, args.warmup)):
+    for name, path in onnx_files:
+        log(f"[{name}] onnxruntime session for {path}")
+        models.append(OnnxFile(name, path, height, width, args.threads))
+    exported = [m for m in models if isinstance(m, Candidate)]
+
+    log(f"timing PyTorch eager: {args.runs} runs of {len(exported)} models in blocks of {args.block}")
+    for m, t in zip(exported, time_in_blocks([m.run_eager for m in exported], args.runs, args.warmup,
+                                             args.block)):
         stats = latency_stats(t)
         m.result.update(eager_ms=stats["median_ms"], eager_min_ms=stats["min_ms"],
                         eager_quiet_runs=stats["quiet_runs"], eager_contended=stats["contended"])
-    log(f"timing onnxruntime: {args.runs} rounds over {len(models)} models")
-    for m, t in zip(models, time_round_robin([m.run_ort for m in models], args.runs, args.warmup)):
+    log(f"timing onnxruntime: {args.runs} runs of {len(models)} models in blocks of {args.block}")
+    for m, t in zip(models, time_in_blocks([m.run_ort for m in models], args.runs, args.warmup, args.block)):
         stats = latency_stats(t)
         m.result.update(ort_ms=stats["median_ms"], ort_min_ms=stats["min_ms"],
                         ort_quiet_runs=stats["quiet_runs"], ort_contended=stats["contended"])
@@ -343,7 +427,7 @@ def run(args, log=print):
     report = {
         "settings": {
             "input_size": [height, width], "batch_size": 1, "threads": args.threads, "runs": args.runs,
-            "warmup": args.warmup, "cpu": platform.processor() or platform.machine(),
+            "warmup": args.warmup, "block": args.block, "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "load_before": load_before, "load_after": os.getloadavg()[0],
             "latency": "median wall time of single-image inferences (model + post-processor), deploy mode",

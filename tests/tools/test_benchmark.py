@@ -19,8 +19,14 @@ RESULT_FIELDS = {"name", "config", "params", "gflops", "eager_ms", "eager_min_ms
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("bench")
+    # an ONNX file exported elsewhere (here: by export_onnx.py) is timed next to the configs
+    import export_onnx
+    external = str(out_dir / "external_r18.onnx")
+    export_onnx.export(export_onnx.build_deploy_model(os.path.join(ROOT, "configs", "rtdetr_r18.yml"),
+                                                      log=lambda *a: None), external, 160, 160)
     args = benchmark.parse_args(["--ablation", "--input-size", "160", "--runs", "2", "--warmup", "1",
-                                 "--threads", "2", "--out-dir", str(out_dir)])
+                                 "--block", "2", "--threads", "2", "--out-dir", str(out_dir),
+                                 "--onnx", f"external={external}"])
     benchmark.run(args, log=lambda *a: None)
     return out_dir
 
@@ -29,13 +35,19 @@ def test_writes_json_markdown_and_png(report):
     data = json.loads((report / "benchmark.json").read_text())
     assert {"input_size", "threads", "runs", "warmup", "load_before", "load_after", "memory_note"} <= set(data["settings"])
     assert data["settings"]["input_size"] == [160, 160] and data["settings"]["threads"] == 2
-    assert [r["name"] for r in data["results"]] == ["baseline", "quadratic", "linear", "linear_bottleneck"]
-    for r in data["results"]:
+    assert data["settings"]["block"] == 2
+    names = [r["name"] for r in data["results"]]
+    assert names == ["baseline", "quadratic", "linear", "linear_bottleneck", "external"]
+    for r in data["results"][:4]:
         assert RESULT_FIELDS <= set(r), r["name"]
         assert r["eager_ms"] > 0 and r["ort_ms"] > 0 and r["ratios"]["reference"] == "baseline"
+    external = data["results"][4]
+    assert external["ort_ms"] > 0 and "ort_ms" in external["ratios"]
+    assert external["params"] is external["gflops"] is external["eager_ms"] is None
     assert data["results"][0]["ratios"]["gflops"] == 1.0
     table = (report / "benchmark.md").read_text()
     assert "| linear_bottleneck |" in table and "onnxruntime (ms)" in table and "2 threads" in table
+    assert "| external | n/a | n/a | n/a |" in table
     assert (report / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -44,6 +56,23 @@ def test_flops_and_params_follow_table_3(report):
     gflops = [rows[n]["gflops"] for n in ("quadratic", "linear", "linear_bottleneck", "baseline")]
     assert gflops == sorted(gflops, reverse=True) and len(set(gflops)) == 4
     assert rows["linear"]["params"] == rows["linear_bottleneck"]["params"] > rows["baseline"]["params"]
+
+
+def test_time_in_blocks_runs_each_model_in_blocks_after_an_untimed_call():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: calls.append("b")]
+    samples = benchmark.time_in_blocks(fns, runs=5, warmup=1, block=2)
+    assert [len(s) for s in samples] == [5, 5]
+    assert all(t >= 0 for s in samples for t, _ in s)
+    # warm-up a, b; then blocks of 1 untimed + 2 timed calls (the last block holds the remaining 1)
+    assert "".join(calls) == "ab" + "aaabbb" * 2 + "aabb"
+
+
+@pytest.mark.parametrize("item, message", [("x=/no/such.onnx", "file not found"), ("=model.onnx", "NAME=PATH")])
+def test_bad_onnx_argument_is_a_message(tmp_path, capsys, item, message):
+    assert benchmark.main(["-c", "configs/rtdetr_r18.yml", "--input-size", "64", "--runs", "1",
+                           "--onnx", item, "--out-dir", str(tmp_path)]) == 1
+    assert message in capsys.readouterr().err
 
 
 def test_bad_config_is_a_message(tmp_path, capsys):
