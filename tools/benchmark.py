@@ -126,16 +126,20 @@ class CpuMonitor:
         return (self._busy_ticks() - self._busy) / self.tick - (sum(os.times()[:2]) - self._own)
 
 
+def _is_quiet(seconds, other):
+    return other is not None and other <= max(0.02, 0.05 * seconds)
+
+
 def latency_stats(samples):
-    """[(seconds, other-process CPU seconds or None)] -> summary in ms.
+    """[(seconds, other-process CPU seconds or None, block index)] -> summary in ms.
 
     A run is "quiet" when other processes used at most max(20 ms, 5% of its duration)
     of CPU time meanwhile (/proc/stat counts in 10 ms ticks). The median is over the
     quiet runs when at least half of the runs were quiet, else over all runs, and
     then `contended` is set.
     """
-    seconds = [t for t, _ in samples]
-    quiet = [t for t, other in samples if other is not None and other <= max(0.02, 0.05 * t)]
+    seconds = [t for t, *_ in samples]
+    quiet = [t for t, other, _ in samples if _is_quiet(t, other)]
     use = quiet if len(quiet) * 2 >= len(samples) else seconds
     return {"median_ms": 1e3 * statistics.median(use), "min_ms": 1e3 * min(seconds), "runs": len(samples),
             "quiet_runs": len(quiet), "contended": use is seconds}
@@ -146,19 +150,21 @@ def time_in_blocks(fns, runs, warmup, block=5):
 
     Every block starts with one untimed call: the first run after another model
     pays for that model's caches and idle worker threads, which is not the
-    model's own latency. On this 2-core VM, one-call-each round robin measured
-    every model about 15% slower than repeated runs of it do, and FINE's extra
-    cost about one point higher (3.6% vs 2.9% for linear_bottleneck in one sitting).
-    Taking turns by blocks still spreads slow spells of background load over
-    all models. `warmup` untimed calls per fn come first.
+    model's own latency. On this 2-core VM, alternating models call by call
+    measured the R18 graph at 215 ms median in onnxruntime, runs in blocks at
+    178 ms within the same quarter of an hour. Taking turns by blocks still
+    spreads slow spells of background load over all models. `warmup` untimed
+    calls per fn come first.
 
-    Returns per-fn lists of (seconds, CPU seconds other processes used meanwhile).
+    Returns per-fn lists of (seconds, CPU seconds other processes used meanwhile,
+    index of the block).
     """
     for fn in fns:
         for _ in range(warmup):
             fn()
     monitor = CpuMonitor()
     samples = [[] for _ in fns]
+    block_index = 0
     while any(len(out) < runs for out in samples):
         for fn, out in zip(fns, samples):
             todo = min(block, runs - len(out))
@@ -170,8 +176,34 @@ def time_in_blocks(fns, runs, warmup, block=5):
                 start = time.perf_counter()
                 fn()
                 elapsed = time.perf_counter() - start
-                out.append((elapsed, monitor.other_seconds()))
+                out.append((elapsed, monitor.other_seconds(), block_index))
+        block_index += 1
     return samples
+
+
+def _block_medians(samples):
+    """{block index: median seconds over the block's quiet runs (all runs if none was quiet)}."""
+    blocks = {}
+    for seconds, other, index in samples:
+        blocks.setdefault(index, []).append((seconds, _is_quiet(seconds, other)))
+    return {i: statistics.median([t for t, q in runs if q] or [t for t, _ in runs]) for i, runs in blocks.items()}
+
+
+def paired_ratio(reference, samples):
+    """Latency ratio to the reference, robust to drifting machine speed.
+
+    Each block of `samples` ran right after the reference's block with the same index
+    and right before its next one (time_in_blocks takes turns in a fixed order, the
+    reference first), so it is compared with the mean of those two reference blocks.
+    Returns the median of these per-block ratios (None without blocks).
+    """
+    ref, own = _block_medians(reference), _block_medians(samples)
+    ratios = []
+    for i, value in own.items():
+        neighbours = [ref[j] for j in (i, i + 1) if j in ref]
+        if neighbours:
+            ratios.append(value / statistics.mean(neighbours))
+    return statistics.median(ratios) if ratios else None
 
 
 def ort_session(path, threads):
@@ -267,8 +299,11 @@ def _cell(r, key, spec, scale=1.0, contended_key=None):
     if r.get(key) is None:
         return "n/a"
     star = "*" if contended_key and r.get(contended_key) else ""
-    ratio = r["ratios"].get(key)
-    return f"{r[key] / scale:{spec}}{star}" + ("" if ratio is None else f" (x{ratio:.3f})")
+    ratio, paired = r["ratios"].get(key), r.get(key.replace("_ms", "_paired_ratio")) if key.endswith("_ms") else None
+    if ratio is None:
+        return f"{r[key] / scale:{spec}}{star}"
+    paired_text = f", paired x{paired:.3f}" if paired is not None and r["ratios"]["reference"] != r["name"] else ""
+    return f"{r[key] / scale:{spec}}{star} (x{ratio:.3f}{paired_text})"
 
 
 def markdown_table(report):
@@ -279,7 +314,9 @@ def markdown_table(report):
         f"CPU: {s['cpu']}; "
         f"load average before/after: {s['load_before']:.2f}/{s['load_after']:.2f}; latencies are medians over "
         f"runs without other CPU load (* = too few such runs, median over all). "
-        f"Ratios vs {report['results'][0]['name']}. Memory: {s['memory_note']}",
+        f"Ratios vs {report['results'][0]['name']}: ratio of medians, and 'paired': median over blocks of "
+        f"(block median / mean of the reference's blocks just before and after), which follows drifts in "
+        f"machine speed. Memory: {s['memory_note']}",
         "",
         "| model | params (M) | GFLOPs | PyTorch eager (ms) | onnxruntime (ms) | eager peak +MiB | ORT peak +MiB |",
         "|---|---|---|---|---|---|---|",
@@ -345,6 +382,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--block", type=int, default=5,
                    help="consecutive timed runs per model before the next model's turn (default 5)")
+    p.add_argument("--no-eager", action="store_true", help="time onnxruntime only (eager columns n/a)")
     p.add_argument("--onnx", nargs="+", default=[], metavar="NAME=PATH",
                    help="also time these ONNX files (RT-DETR deploy interface) in onnxruntime, "
                         "e.g. official=official_r18.onnx")
@@ -411,17 +449,25 @@ def run(args, log=print):
         models.append(OnnxFile(name, path, height, width, args.threads))
     exported = [m for m in models if isinstance(m, Candidate)]
 
-    log(f"timing PyTorch eager: {args.runs} runs of {len(exported)} models in blocks of {args.block}")
-    for m, t in zip(exported, time_in_blocks([m.run_eager for m in exported], args.runs, args.warmup,
-                                             args.block)):
+    if args.no_eager:
+        for m in exported:
+            m.result.update(eager_ms=None, eager_min_ms=None, eager_contended=False)
+        exported = []
+    else:
+        log(f"timing PyTorch eager: {args.runs} runs of {len(exported)} models in blocks of {args.block}")
+    timed = time_in_blocks([m.run_eager for m in exported], args.runs, args.warmup, args.block)
+    for m, t in zip(exported, timed):
         stats = latency_stats(t)
         m.result.update(eager_ms=stats["median_ms"], eager_min_ms=stats["min_ms"],
-                        eager_quiet_runs=stats["quiet_runs"], eager_contended=stats["contended"])
+                        eager_quiet_runs=stats["quiet_runs"], eager_contended=stats["contended"],
+                        eager_paired_ratio=paired_ratio(timed[0], t))
     log(f"timing onnxruntime: {args.runs} runs of {len(models)} models in blocks of {args.block}")
-    for m, t in zip(models, time_in_blocks([m.run_ort for m in models], args.runs, args.warmup, args.block)):
+    timed = time_in_blocks([m.run_ort for m in models], args.runs, args.warmup, args.block)
+    for m, t in zip(models, timed):
         stats = latency_stats(t)
         m.result.update(ort_ms=stats["median_ms"], ort_min_ms=stats["min_ms"],
-                        ort_quiet_runs=stats["quiet_runs"], ort_contended=stats["contended"])
+                        ort_quiet_runs=stats["quiet_runs"], ort_contended=stats["contended"],
+                        ort_paired_ratio=paired_ratio(timed[0], t))
 
     import onnxruntime
     report = {

@@ -63,9 +63,25 @@ def test_time_in_blocks_runs_each_model_in_blocks_after_an_untimed_call():
     fns = [lambda: calls.append("a"), lambda: calls.append("b")]
     samples = benchmark.time_in_blocks(fns, runs=5, warmup=1, block=2)
     assert [len(s) for s in samples] == [5, 5]
-    assert all(t >= 0 for s in samples for t, _ in s)
+    assert all(t >= 0 for s in samples for t, *_ in s)
+    assert [index for *_, index in samples[0]] == [0, 0, 1, 1, 2]
     # warm-up a, b; then blocks of 1 untimed + 2 timed calls (the last block holds the remaining 1)
     assert "".join(calls) == "ab" + "aaabbb" * 2 + "aabb"
+
+
+def test_paired_ratio_follows_a_drifting_machine():
+    """The machine slows down block after block; the candidate always costs 3% more than the
+    reference would at that moment. The paired ratio recovers 1.03, a ratio of medians need not."""
+    speed = [1.0, 1.2, 1.5, 1.1, 1.6, 1.3, 1.0]          # per half-round: reference, then candidate
+    reference, candidate = [], []
+    for block in range(3):
+        reference += [(0.1 * speed[2 * block], 0.0, block)] * 3
+        between = (speed[2 * block] + speed[2 * block + 2]) / 2
+        candidate += [(0.103 * between, 0.0, block)] * 3
+    reference += [(0.1 * speed[6], 0.0, 3)] * 3
+    assert benchmark.paired_ratio(reference, candidate) == pytest.approx(1.03)
+    noisy = [(0.5, 1.0, 0)] + candidate[1:3]              # a run with other CPU load is left out of its block
+    assert benchmark.paired_ratio(reference, noisy) == pytest.approx(candidate[1][0] / 0.125)
 
 
 @pytest.mark.parametrize("item, message", [("x=/no/such.onnx", "file not found"), ("=model.onnx", "NAME=PATH")])
