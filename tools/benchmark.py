@@ -341,7 +341,8 @@ def plot(report, path):
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] or 0.0 for r in results]  # n/a (external ONNX files) drawn as no bar
-        bars = ax.bar(range(len(names)), values, color=["0.6"] + ["tab:blue"] * (len(names) - 1))
+        colors = ["0.6"] + ["tab:blue" if r.get("config") else "tab:orange" for r in results[1:]]
+        bars = ax.bar(range(len(names)), values, color=colors)  # grey: reference, orange: --onnx files
         for bar, r in zip(bars, results):
             if key in r["ratios"]:
                 ax.annotate(f"x{r['ratios'][key]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
