@@ -271,7 +271,10 @@ def run(args, log=print):
         raise ExportError(f"config file not found: {args.config}")
     model = build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     batch_size = 1 if args.dynamic else args.batch_size
-    export(model, args.output, height, width, batch_size, args.dynamic)
+    try:
+        export(model, args.output, height, width, batch_size, args.dynamic)
+    except ValueError as e:  # the model rejects the input size (e.g. fewer tokens than queries)
+        raise ExportError(f"cannot export at {height}x{width}: {e}") from None
     log(f"exported {args.output}: opset {OPSET}, input {'N' if args.dynamic else batch_size}x3x{height}x{width}")
     if args.simplify:
         log(simplify(args.output))

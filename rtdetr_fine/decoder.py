@@ -173,6 +173,9 @@ class RTDETRTransformer(nn.Module):
         Returns target [B, (D+)K, C], reference boxes as logits [B, (D+)K, 4] (detached),
         and the encoder head's top-k boxes / logits for the auxiliary loss.
         """
+        if memory.shape[1] < self.num_queries:
+            raise ValueError(f"the input gives {int(memory.shape[1])} encoder tokens (levels {spatial_shapes}), fewer "
+                             f"than decoder.num_queries={self.num_queries}: use a larger input size or fewer queries")
         anchors, valid_mask = self.generate_anchors(spatial_shapes, device=memory.device)
         memory = valid_mask.to(memory.dtype) * memory
         output_memory = self.enc_output(memory)

@@ -164,6 +164,7 @@ def test_cli_loads_checkpoint_simplifies_and_checks(tmp_path, capsys):
     (["-c", CONFIGS["baseline"], "-r", "missing.pth"], "checkpoint not found"),
     (["-c", CONFIGS["baseline"], "-u", "fine.attention=softmax"], "fine.attention must be one of"),
     (["-c", CONFIGS["baseline"], "--input-size", "300"], "multiples of 32"),
+    (["-c", CONFIGS["baseline"], "--input-size", "96"], "fewer than decoder.num_queries=300"),
 ])
 def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, argv, message):
     assert export_onnx.main(argv + ["-o", str(tmp_path / "x.onnx")]) == 1

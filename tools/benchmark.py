@@ -230,7 +230,10 @@ class Candidate:
     def count(self):
         """Cold first inference (memory), then params and FLOPs of the detector."""
         with torch.inference_mode(), PeakMemory() as mem:
-            self.model(self.images, self.sizes)
+            try:
+                self.model(self.images, self.sizes)
+            except ValueError as e:  # the model rejects the input size (e.g. fewer tokens than queries)
+                raise export_onnx.ExportError(f"{self.name}: {e}") from None
         self.result["eager_peak_mib"] = mem.mib
         self.result["params"] = count_params(self.model.model)
         self.result["gflops"] = count_flops(self.model.model, self.images) / 1e9
@@ -424,6 +427,17 @@ def candidates_from(args):
     return out
 
 
+def record_latencies(models, runtime, args):
+    """Time `runtime` ("eager" or "ort") of the models in blocks; adds <runtime>_ms, _min_ms,
+    _quiet_runs, _contended and _paired_ratio (against the first model) to their results."""
+    timed = time_in_blocks([getattr(m, f"run_{runtime}") for m in models], args.runs, args.warmup, args.block)
+    for m, samples in zip(models, timed):
+        stats = latency_stats(samples)
+        m.result.update({f"{runtime}_ms": stats["median_ms"], f"{runtime}_min_ms": stats["min_ms"],
+                         f"{runtime}_quiet_runs": stats["quiet_runs"], f"{runtime}_contended": stats["contended"],
+                         f"{runtime}_paired_ratio": paired_ratio(timed[0], samples)})
+
+
 def run(args, log=print):
     """Benchmark and write the outputs; returns the report dict."""
     height, width = export_onnx.input_hw(args.input_size)
@@ -456,19 +470,9 @@ def run(args, log=print):
         exported = []
     else:
         log(f"timing PyTorch eager: {args.runs} runs of {len(exported)} models in blocks of {args.block}")
-    timed = time_in_blocks([m.run_eager for m in exported], args.runs, args.warmup, args.block)
-    for m, t in zip(exported, timed):
-        stats = latency_stats(t)
-        m.result.update(eager_ms=stats["median_ms"], eager_min_ms=stats["min_ms"],
-                        eager_quiet_runs=stats["quiet_runs"], eager_contended=stats["contended"],
-                        eager_paired_ratio=paired_ratio(timed[0], t))
+    record_latencies(exported, "eager", args)
     log(f"timing onnxruntime: {args.runs} runs of {len(models)} models in blocks of {args.block}")
-    timed = time_in_blocks([m.run_ort for m in models], args.runs, args.warmup, args.block)
-    for m, t in zip(models, timed):
-        stats = latency_stats(t)
-        m.result.update(ort_ms=stats["median_ms"], ort_min_ms=stats["min_ms"],
-                        ort_quiet_runs=stats["quiet_runs"], ort_contended=stats["contended"],
-                        ort_paired_ratio=paired_ratio(timed[0], t))
+    record_latencies(models, "ort", args)
 
     import onnxruntime
     report = {

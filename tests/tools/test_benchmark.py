@@ -58,6 +58,15 @@ def test_flops_and_params_follow_table_3(report):
     assert rows["linear"]["params"] == rows["linear_bottleneck"]["params"] > rows["baseline"]["params"]
 
 
+def test_no_eager_times_onnxruntime_only(tmp_path):
+    report = benchmark.run(benchmark.parse_args(["-c", "configs/rtdetr_r18.yml", "--input-size", "160", "--runs", "1",
+                                                 "--warmup", "0", "--no-eager", "--out-dir", str(tmp_path)]),
+                           log=lambda *a: None)
+    (result,) = report["results"]
+    assert result["eager_ms"] is None and result["ort_ms"] > 0
+    assert "| rtdetr_r18 |" in (tmp_path / "benchmark.md").read_text()
+
+
 def test_time_in_blocks_runs_each_model_in_blocks_after_an_untimed_call():
     calls = []
     fns = [lambda: calls.append("a"), lambda: calls.append("b")]
@@ -89,6 +98,12 @@ def test_bad_onnx_argument_is_a_message(tmp_path, capsys, item, message):
     assert benchmark.main(["-c", "configs/rtdetr_r18.yml", "--input-size", "64", "--runs", "1",
                            "--onnx", item, "--out-dir", str(tmp_path)]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_too_small_input_for_the_queries_is_a_message(tmp_path, capsys):
+    assert benchmark.main(["-c", "configs/rtdetr_r18.yml", "--input-size", "96", "--runs", "1",
+                           "--out-dir", str(tmp_path)]) == 1
+    assert "fewer than decoder.num_queries=300" in capsys.readouterr().err
 
 
 def test_bad_config_is_a_message(tmp_path, capsys):
