@@ -297,16 +297,21 @@ def _fmt(value, spec):
     return "n/a" if value is None else format(value, spec)
 
 
-def _cell(r, key, spec, scale=1.0, contended_key=None):
-    """'value (xratio)' for the Markdown table; n/a where not measured."""
+def _cell(r, key, spec, scale=1.0):
+    """'value (xratio, paired xratio)' for the Markdown table; * marks a contended latency; n/a if not measured."""
     if r.get(key) is None:
         return "n/a"
-    star = "*" if contended_key and r.get(contended_key) else ""
-    ratio, paired = r["ratios"].get(key), r.get(key.replace("_ms", "_paired_ratio")) if key.endswith("_ms") else None
+    text = f"{r[key] / scale:{spec}}"
+    paired = None
+    if key.endswith("_ms"):  # a latency: eager_ms / ort_ms
+        runtime = key[:-len("_ms")]
+        text += "*" if r.get(f"{runtime}_contended") else ""
+        if r["name"] != r["ratios"]["reference"]:
+            paired = r.get(f"{runtime}_paired_ratio")
+    ratio = r["ratios"].get(key)
     if ratio is None:
-        return f"{r[key] / scale:{spec}}{star}"
-    paired_text = f", paired x{paired:.3f}" if paired is not None and r["ratios"]["reference"] != r["name"] else ""
-    return f"{r[key] / scale:{spec}}{star} (x{ratio:.3f}{paired_text})"
+        return text
+    return f"{text} (x{ratio:.3f}" + ("" if paired is None else f", paired x{paired:.3f}") + ")"
 
 
 def markdown_table(report):
@@ -327,8 +332,7 @@ def markdown_table(report):
     for r in report["results"]:
         lines.append(
             f"| {r['name']} | {_cell(r, 'params', '.2f', 1e6)} | {_cell(r, 'gflops', '.2f')} "
-            f"| {_cell(r, 'eager_ms', '.1f', contended_key='eager_contended')} "
-            f"| {_cell(r, 'ort_ms', '.1f', contended_key='ort_contended')} "
+            f"| {_cell(r, 'eager_ms', '.1f')} | {_cell(r, 'ort_ms', '.1f')} "
             f"| {_fmt(r['eager_peak_mib'], '.0f')} | {_fmt(r['ort_peak_mib'], '.0f')} |")
     return "\n".join(lines) + "\n"
 
