@@ -275,9 +275,13 @@ class FINE(nn.Module):
             return low + low * a
         return low * a
 
-    def forward(self, low, high):
-        """low P_l [B, C, H, W], high F_{l+1} [B, C_h, h, w] -> refined P_l [B, C, H, W]."""
+    def modulation_map(self, low, high):
+        """A_l at P_l's resolution [B, C, H, W] (upsampled by Eq. 7 when pooled)."""
         a = self.attention_map(low, high)
         if self.low_pool != 1:
             a = upsample_bilinear(a, low.shape[-2:], self.fixed_size)  # Eq. 7
-        return self.modulate(low, a)
+        return a
+
+    def forward(self, low, high):
+        """low P_l [B, C, H, W], high F_{l+1} [B, C_h, h, w] -> refined P_l [B, C, H, W]."""
+        return self.modulate(low, self.modulation_map(low, high))
