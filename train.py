@@ -24,7 +24,7 @@ from rtdetr_fine.data import CocoFormatError
 from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
-                                 prepare_demo_data, set_epoch)
+                                 describe_batch, prepare_demo_data, set_epoch)
 from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler, unwrap
 
 
@@ -89,7 +89,10 @@ def run(args, cfg, device, rank, world):
     if args.tuning:
         load_weights(model, args.tuning, finetune=True, log=du.log)
     if cfg["sync_bn"] and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cpu":   # PyTorch's SyncBatchNorm runs on GPUs only
+            du.log("sync_bn: not applied on CPU; BatchNorm statistics stay per process")
+        else:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
@@ -105,6 +108,7 @@ def run(args, cfg, device, rank, world):
         return
 
     train_loader = build_train_loader(cfg, cfg["seed"])
+    du.log(describe_batch(cfg, world))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
