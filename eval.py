@@ -90,8 +90,9 @@ def run(args, cfg, device):
     du.log(format_header(args, weights, params, gflops, (height, width), device, amp_dtype, num_images,
                       val_set.ann_file))
 
-    stats, detections, cocoeval, seconds = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids,
-                                                    amp_dtype=amp_dtype, backend=args.backend, verbose=False)
+    result = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids, amp_dtype=amp_dtype,
+                      backend=args.backend, verbose=False)
+    stats, detections, cocoeval, seconds = result
     gt = val_set.coco.dataset
     false_positives = count_false_positives(gt, detections, img_ids, args.fp_score, args.fp_iou)
     sizes = ap_by_size(cocoeval, gt, img_ids)

@@ -25,7 +25,7 @@ from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, trai
 from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
                                  describe_batch, prepare_demo_data, set_epoch)
-from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler, unwrap
+from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler
 
 
 def parse_args(argv=None):
@@ -103,8 +103,8 @@ def run(args, cfg, device, rank, world):
     if args.test_only:
         if args.resume:
             load_weights(model, args.resume)
-        stats, *_ = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
-        du.log(json.dumps({f"val_{k}": v for k, v in stats.items()}))
+        result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
         return
 
     train_loader = build_train_loader(cfg, cfg["seed"])
@@ -144,7 +144,8 @@ def run(args, cfg, device, rank, world):
             writer=writer, log_every=cfg["log_every"])
         train_time = time.time() - t0
         eval_model = ema.module if ema is not None else model
-        stats, _, _, eval_time = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        stats, eval_time = result.stats, result.seconds
         improved = stats["AP"] > best_ap
         best_ap = max(best_ap, stats["AP"])
 
@@ -170,7 +171,7 @@ def run(args, cfg, device, rank, world):
 
 def checkpoint_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg):
     return {
-        "model": unwrap(model).state_dict(),
+        "model": du.unwrap(model).state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),

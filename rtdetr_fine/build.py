@@ -8,7 +8,7 @@ from .postprocessor import PostProcessor
 from .rtdetr import RTDETR
 
 
-def build_backbone(cfg):
+def build_backbone(cfg: dict) -> PResNet:
     b = cfg["backbone"]
     backbone = PResNet(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"], return_idx=b["return_idx"],
                        freeze_at=b["freeze_at"], freeze_norm=b["freeze_norm"])
@@ -17,7 +17,7 @@ def build_backbone(cfg):
     return backbone
 
 
-def build_encoder(cfg, in_channels):
+def build_encoder(cfg: dict, in_channels) -> HybridEncoder:
     e = cfg["encoder"]
     if list(e["in_channels"]) != list(in_channels):
         raise ValueError(f"encoder.in_channels {e['in_channels']} does not match the backbone's "
@@ -29,11 +29,11 @@ def build_encoder(cfg, in_channels):
                          expansion=e["expansion"], depth_mult=e["depth_mult"], act=e["act"], fine=cfg["fine"])
 
 
-def build_decoder(cfg):
+def build_decoder(cfg: dict) -> RTDETRTransformer:
     d = cfg["decoder"]
     return RTDETRTransformer(
         num_classes=cfg["num_classes"], hidden_dim=d["hidden_dim"], num_queries=d["num_queries"],
-        feat_channels=d["feat_channels"], feat_strides=d["feat_strides"], num_levels=d["num_levels"],
+        feat_channels=d["feat_channels"], num_levels=d["num_levels"],
         num_decoder_points=d["num_decoder_points"], nhead=d["nhead"], num_decoder_layers=d["num_decoder_layers"],
         dim_feedforward=d["dim_feedforward"], dropout=d["dropout"], activation=d["activation"],
         num_denoising=d["num_denoising"], label_noise_ratio=d["label_noise_ratio"],
@@ -41,14 +41,14 @@ def build_decoder(cfg):
         eps=d["eps"], aux_loss=d["aux_loss"])
 
 
-def build_model(cfg):
+def build_model(cfg: dict) -> RTDETR:
     """RT-DETR (with FINE in the encoder when cfg['fine']['enabled'])."""
     backbone = build_backbone(cfg)
     encoder = build_encoder(cfg, backbone.out_channels)
     return RTDETR(backbone, encoder, build_decoder(cfg))
 
 
-def build_criterion(cfg):
+def build_criterion(cfg: dict) -> SetCriterion:
     c = cfg["criterion"]
     m = c["matcher"]
     matcher = HungarianMatcher(cost_class=m["cost_class"], cost_bbox=m["cost_bbox"], cost_giou=m["cost_giou"],
@@ -57,6 +57,6 @@ def build_criterion(cfg):
                         num_classes=cfg["num_classes"])
 
 
-def build_postprocessor(cfg):
+def build_postprocessor(cfg: dict) -> PostProcessor:
     return PostProcessor(num_classes=cfg["num_classes"], num_top_queries=cfg["postprocessor"]["num_top_queries"],
                          remap_mscoco_category=cfg["remap_mscoco_category"])

@@ -37,7 +37,7 @@ DEFAULTS = {
         "upsample": "bilinear",             # F_{l+1} before the fusion: bilinear (the authors' RT-DETR) | nearest
     },
     "decoder": {
-        "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256], "feat_strides": [8, 16, 32],
+        "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],
         "num_levels": 3, "num_decoder_points": 4, "nhead": 8, "num_decoder_layers": 6,
         "dim_feedforward": 1024, "dropout": 0.0, "activation": "relu", "num_denoising": 100,
         "label_noise_ratio": 0.5, "box_noise_scale": 1.0, "learnt_init_query": False,
@@ -83,7 +83,6 @@ DEFAULTS = {
     "amp": {"dtype": "bfloat16"},     # used with --amp on CUDA: bfloat16 | float16 (with a grad scaler)
     "sync_bn": True,                  # SyncBatchNorm under DDP on GPUs (the official recipe)
     "find_unused_parameters": True,
-    "checkpoint_freq": 1,
     "log_every": 20,
     "demo": {"enabled": False, "root": "data/demo_shapes", "num_train": 200, "num_val": 50, "image_size": 320},
 }
@@ -94,6 +93,8 @@ FREE_FORM = {"criterion.weight_dict"}
 # Keys of earlier versions, with what replaces them.
 REMOVED_KEYS = {
     "optimizer.backbone_lr": "give the backbone's lr in optimizer.params, e.g. {params: backbone, lr: 1.0e-5}",
+    "checkpoint_freq": "every epoch writes last.pth (and best.pth when the AP improves); nothing else is saved",
+    "decoder.feat_strides": "the decoder takes the encoder's maps as they come (encoder.feat_strides)",
 }
 OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
 
@@ -102,7 +103,7 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(path, overrides=()):
+def load_config(path: str, overrides=()) -> dict:
     """Load a YAML config with includes and "dotted.key=value" overrides; validate every key."""
     cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, _read_with_includes(path, seen=()), source=path)

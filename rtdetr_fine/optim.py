@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .distributed import unwrap
 
 
 def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float) -> list:
@@ -87,8 +88,3 @@ class ModelEMA:
     def load_state_dict(self, state):
         self.module.load_state_dict(state["module"])
         self.updates = state["updates"]
-
-
-def unwrap(model):
-    """The plain model inside DistributedDataParallel (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -1,13 +1,11 @@
 """RT-DETR (Zhao et al., CVPR 2024): backbone -> hybrid encoder -> decoder."""
 from torch import nn
 
-from .hybrid_encoder import RepVggBlock
-
 
 class RTDETR(nn.Module):
     """images [B, 3, H, W] in [0, 1] (H, W multiples of 32) -> {'pred_logits', 'pred_boxes', ...}."""
 
-    def __init__(self, backbone, encoder, decoder):
+    def __init__(self, backbone: nn.Module, encoder: nn.Module, decoder: nn.Module):
         super().__init__()
         # registration order = state-dict order; the official one is backbone, decoder, encoder
         self.backbone = backbone
@@ -20,9 +18,10 @@ class RTDETR(nn.Module):
         return self.decoder(feats, targets)
 
     def deploy(self):
-        """Eval mode with every RepVGG block fused into a single 3x3 conv (same outputs)."""
+        """Eval mode, with every module that has a deploy form converted to it (same outputs):
+        e.g. RepVGG blocks fuse their two branches into one 3x3 conv."""
         self.eval()
-        for m in self.modules():
-            if isinstance(m, RepVggBlock):
+        for m in list(self.modules()):
+            if hasattr(m, "convert_to_deploy"):
                 m.convert_to_deploy()
         return self
