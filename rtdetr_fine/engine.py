@@ -70,9 +70,8 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         if writer is not None and global_step % log_every == 0:
-            writer.add_scalar("train/loss", values["loss"], global_step)
-            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
-                writer.add_scalar(f"train/{k}", values[k], global_step)
+            for k, v in values.items():          # "loss" and every (weighted) term the criterion returned
+                writer.add_scalar(f"train/{k}", v, global_step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
     means = {k: v / max(count, 1) for k, v in sums.items()}
     return du.mean_over_ranks(means, device), global_step

@@ -20,8 +20,10 @@ def param_groups(model, lr, backbone_lr, weight_decay):
 
 def build_optimizer(model, cfg):
     o = cfg["optimizer"]
-    return torch.optim.AdamW(param_groups(model, o["lr"], o["backbone_lr"], o["weight_decay"]),
-                             lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+    groups = param_groups(model, o["lr"], o["backbone_lr"], o["weight_decay"])
+    if o["type"] == "SGD":        # the SSD / CFSAM recipe
+        return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+    return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
 
 
 def build_scheduler(optimizer, cfg, iters_per_epoch):

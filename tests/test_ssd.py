@@ -1,0 +1,171 @@
+"""SSD300 (rtdetr_fine/ssd.py): torchvision's network, loss and post-processing behind our interfaces."""
+import pytest
+import torch
+from helpers import config_path
+from torchvision.models.detection import ssd300_vgg16
+from torchvision.ops import box_convert
+
+import rtdetr_fine
+from rtdetr_fine.cfsam import CFSAM
+from rtdetr_fine.coco_ids import COCO_LABEL_TO_CATEGORY
+from rtdetr_fine.ssd import SSD300, SSDCriterion, SSDPostProcessor, head_in_channels, load_vgg16_features
+
+NUM_CLASSES = 3   # object classes; torchvision's SSD gets 4 outputs (background first)
+
+
+def torchvision_ssd(seed=0):
+    """ssd300_vgg16 without weights, its class head scaled down so softmax scores do not saturate
+    (a random VGG16 on 0-255 pixels gives logits in the tens: all top scores would tie at 1.0)."""
+    torch.manual_seed(seed)
+    model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1)
+    with torch.no_grad():
+        for conv in model.head.classification_head.module_list:
+            conv.weight.mul_(0.02)
+    return model
+
+
+def our_targets():
+    """Image 0: two boxes (labels 0 and 2), image 1: none. cxcywh normalised, labels 0..K-1."""
+    return [{"boxes": torch.tensor([[0.5, 0.4, 0.3, 0.5], [0.2, 0.7, 0.15, 0.2]]), "labels": torch.tensor([0, 2])},
+            {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+
+
+def test_criterion_equals_torchvision_training_loss():
+    """Our labels 0..K-1 / cxcywh targets through SSDCriterion give torchvision's SSD losses for its
+    labels 1..K / xyxy pixel targets (torchvision resizes 300 -> 300: the identity)."""
+    tv = torchvision_ssd().train()
+    images = torch.rand(2, 3, 300, 300)
+    targets = our_targets()
+    tv_targets = [{"boxes": box_convert(t["boxes"], "cxcywh", "xyxy") * 300, "labels": t["labels"] + 1}
+                  for t in targets]
+    expected = tv(list(images), tv_targets)
+    ours = SSDCriterion({"loss_loc": 1.0, "loss_conf": 1.0})(SSD300(tv)(images), targets)
+    torch.testing.assert_close(ours["loss_loc"], expected["bbox_regression"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours["loss_conf"], expected["classification"], rtol=1e-4, atol=1e-5)
+    shifted = [{"boxes": t["boxes"], "labels": (t["labels"] + 1) % NUM_CLASSES} for t in targets]
+    wrong = SSDCriterion({"loss_loc": 1.0, "loss_conf": 1.0})(SSD300(tv)(images), shifted)
+    assert not torch.allclose(wrong["loss_conf"], expected["classification"])   # the labels matter
+
+
+def test_criterion_weights_the_terms():
+    tv = torchvision_ssd()
+    outputs = SSD300(tv)(torch.rand(1, 3, 300, 300))
+    plain = SSDCriterion({"loss_loc": 1.0, "loss_conf": 1.0})(outputs, our_targets()[:1])
+    weighted = SSDCriterion({"loss_loc": 2.0, "loss_conf": 0.5})(outputs, our_targets()[:1])
+    torch.testing.assert_close(weighted["loss_loc"], 2 * plain["loss_loc"])
+    torch.testing.assert_close(weighted["loss_conf"], 0.5 * plain["loss_conf"])
+
+
+def test_postprocessor_equals_torchvision_detections_in_original_pixels():
+    tv = torchvision_ssd().eval()
+    images = torch.rand(2, 3, 300, 300)
+    with torch.no_grad():
+        expected = tv(list(images))
+        outputs = SSD300(tv).eval()(images)
+    sizes = torch.tensor([[300, 300], [600, 450]])          # (w, h) of the original images
+    results = SSDPostProcessor(NUM_CLASSES)(outputs, sizes)
+    for exp, got, (w, h) in zip(expected, results, sizes.tolist()):
+        assert len(got["scores"]) == len(exp["scores"]) > 0
+        assert torch.equal(got["labels"], exp["labels"] - 1)                  # background index dropped
+        torch.testing.assert_close(got["scores"], exp["scores"])
+        scale = torch.tensor([w / 300, h / 300, w / 300, h / 300])
+        torch.testing.assert_close(got["boxes"], exp["boxes"] * scale, rtol=1e-5, atol=1e-3)
+
+
+def synthetic_outputs(batch=3, seed=0):
+    """Head outputs with unsaturated scores; image 1 is mostly background (fewer than 200 detections)."""
+    g = torch.Generator().manual_seed(seed)
+    anchors = SSD300(torchvision_ssd()).default_boxes(torch.zeros(1, 3, 300, 300), [
+        torch.zeros(1, 1, s, s) for s in (38, 19, 10, 5, 3, 1)])
+    logits = 2 * torch.randn(batch, len(anchors), NUM_CLASSES + 1, generator=g)
+    if batch > 1:
+        logits[1, :, 0] += 12.0
+        logits[1, :40, 0] -= 12.0
+    return {"cls_logits": logits, "bbox_regression": 0.5 * torch.randn(batch, len(anchors), 4, generator=g),
+            "anchors": anchors}
+
+
+def test_deploy_form_gives_the_same_detections_as_fixed_size_tensors():
+    outputs = synthetic_outputs()
+    sizes = torch.tensor([[300, 300], [640, 480], [100, 200]])
+    post = SSDPostProcessor(NUM_CLASSES)
+    results = post(outputs, sizes)
+    labels, boxes, scores = post.deploy()(outputs, sizes)
+    assert labels.shape == (3, 200) and boxes.shape == (3, 200, 4) and scores.shape == (3, 200)
+    assert len(results[1]["scores"]) < 200                       # the padding case is exercised
+    for i, r in enumerate(results):
+        n = len(r["scores"])
+        assert torch.equal(labels[i, :n], r["labels"])
+        torch.testing.assert_close(scores[i, :n], r["scores"], rtol=0, atol=0)
+        torch.testing.assert_close(boxes[i, :n], r["boxes"])
+        assert (scores[i, n:] == 0).all() and (boxes[i, n:] == 0).all()
+
+
+def test_postprocessor_remaps_labels_to_coco_ids():
+    outputs = synthetic_outputs(batch=1)
+    sizes = torch.tensor([[300, 300]])
+    plain = SSDPostProcessor(NUM_CLASSES, remap_mscoco_category=False)(outputs, sizes)[0]
+    coco = SSDPostProcessor(NUM_CLASSES, remap_mscoco_category=True)(outputs, sizes)[0]
+    assert set(plain["labels"].tolist()) == {0, 1, 2}
+    assert torch.equal(coco["labels"], torch.tensor(COCO_LABEL_TO_CATEGORY)[plain["labels"]])
+
+
+@pytest.fixture(scope="module")
+def ssd_cfgs():
+    cfgs = {}
+    for name in ("ssd300.yml", "ssd300_cfsam.yml"):
+        cfgs[name] = rtdetr_fine.load_config(config_path(name), ["backbone.pretrained=null", "num_classes=3"])
+    return cfgs
+
+
+def test_ssd300_with_and_without_cfsam_give_the_same_output_format(ssd_cfgs):
+    images = torch.rand(2, 3, 300, 300)
+    formats, state_keys = [], []
+    for name, cfg in ssd_cfgs.items():
+        torch.manual_seed(0)
+        model = rtdetr_fine.build_model(cfg).eval()
+        with torch.no_grad():
+            outputs = model(images)
+        formats.append({k: tuple(v.shape) for k, v in outputs.items()})
+        detections = rtdetr_fine.build_postprocessor(cfg)(outputs, torch.tensor([[300, 300]] * 2))
+        assert [sorted(d) for d in detections] == [["boxes", "labels", "scores"]] * 2
+        state_keys.append(set(model.state_dict()))
+    assert formats[0] == formats[1] == {"cls_logits": (2, 8732, 4), "bbox_regression": (2, 8732, 4),
+                                         "anchors": (8732, 4)}
+    plain, with_cfsam = state_keys
+    assert plain == set(torchvision_ssd().state_dict())            # torchvision's names: its checkpoints fit
+    assert plain < with_cfsam and all(k.startswith("cross_layer.") for k in with_cfsam - plain)
+
+
+def test_cfsam_sits_between_the_extractor_and_the_head(ssd_cfgs):
+    model = rtdetr_fine.build_model(ssd_cfgs["ssd300_cfsam.yml"])
+    assert isinstance(model.cross_layer, CFSAM)
+    assert model.cross_layer.in_channels == [512, 1024, 512, 256, 256, 256]
+    seen = []
+    model.head.register_forward_pre_hook(lambda m, args: seen.append([tuple(x.shape) for x in args[0]]))
+    model.cross_layer.register_forward_hook(lambda m, args, out: seen.append("cfsam"))
+    with torch.no_grad():
+        model.eval()(torch.rand(1, 3, 300, 300))
+    assert seen == ["cfsam", [(1, 512, 38, 38), (1, 1024, 19, 19), (1, 512, 10, 10), (1, 256, 5, 5),
+                              (1, 256, 3, 3), (1, 256, 1, 1)]]
+
+
+def test_vgg16_weights_load_by_conv_order_and_conv1_is_frozen(tmp_path):
+    from torchvision.models.vgg import cfgs, make_layers   # vgg16's `features` without its 100M-param classifier
+    from rtdetr_fine.ssd import build_torchvision_ssd300
+    torch.manual_seed(1)
+    path = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}, path)
+    ssd = build_torchvision_ssd300(NUM_CLASSES, str(path))
+    state = torch.load(path, weights_only=True)
+    assert torch.equal(ssd.backbone.features[0].weight, state["features.0.weight"])      # conv1_1
+    assert torch.equal(ssd.backbone.extra[0][5].weight, state["features.28.weight"])     # conv5_3
+    assert not ssd.backbone.features[0].weight.requires_grad and ssd.backbone.features[5].weight.requires_grad
+    with pytest.raises(ValueError, match="13 conv weights"):
+        load_vgg16_features(ssd.backbone, {"features.0.weight": state["features.0.weight"]})
+    with pytest.raises(FileNotFoundError, match="backbone.pretrained"):
+        build_torchvision_ssd300(NUM_CLASSES, str(tmp_path / "missing.pth"))
+
+
+def test_head_channels_are_the_six_prediction_maps():
+    assert head_in_channels(torchvision_ssd()) == [512, 1024, 512, 256, 256, 256]
