@@ -1,4 +1,4 @@
-"""Export RT-DETR (optionally with FINE) and its post-processor to ONNX.
+"""Export RT-DETR (optionally with FINE or CFSAM), or SSD300, and its post-processor to ONNX.
 
 The graph has the official RT-DETR deploy interface, so TensorRT / onnxruntime
 scripts written for it work unchanged:
@@ -9,13 +9,15 @@ scripts written for it work unchanged:
              boxes               float32 [N, K, 4]  xyxy in original-image pixels
              scores              float32 [N, K]     sigmoid scores, sorted descending
 
-with K = postprocessor.num_top_queries (300). The model is in deploy mode
+with K = postprocessor.num_top_queries (300); for SSD300 K = ssd.detections_per_img (200), after
+NMS, rows past an image's detections have score 0. The model is in deploy mode
 (RepVGG blocks fused into single 3x3 convs). Opset 17, through the TorchScript
 exporter (torch.onnx.export(..., dynamo=False)): the dynamo exporter cannot
 go below opset 18 for this model.
 
 The spatial size H x W is fixed at export (anchors and sampling grids are
-constants for it); the batch is fixed (--batch-size) or dynamic (--dynamic).
+constants for it; default: the config's val_dataloader.image_size); the batch
+is fixed (--batch-size) or dynamic (--dynamic).
 FINE modules are traced with `fixed_size` on (constant position embeddings,
 upsampling by constant scales, feed-forward as 1x1 convs; same outputs), and the
 backbone's even-sized shortcut poolings without ceil_mode (see fixed_size()): the
@@ -76,7 +78,15 @@ def build_deploy_model(config, checkpoint=None, overrides=(), log=print):
         log(f"loaded {which} weights from {checkpoint}")
     else:
         log("no checkpoint given: exporting randomly initialised weights")
-    return DeployModel(model, rtdetr_fine.build_postprocessor(cfg)).eval()
+    deploy = DeployModel(model, rtdetr_fine.build_postprocessor(cfg)).eval()
+    deploy.val_image_size = cfg["val_dataloader"]["image_size"]        # the default export size
+    return deploy
+
+
+def size_divisibility(model):
+    """What input sides must be multiples of: RT-DETR's coarsest stride (32), or the model's own
+    `size_divisibility` (SSD300: 1)."""
+    return getattr(model, "size_divisibility", 32)
 
 
 def example_inputs(batch_size, height, width, seed=0):
@@ -99,6 +109,8 @@ def fixed_size(model):
       multiple of 32, so they have even sizes and ceil_mode changes nothing; but
       onnxruntime runs ceil_mode pooling outside its blocked conv layout, which cost
       ~4% of the R18 latency here (layout conversions around three poolings).
+    * torch's fused fast path of nn.TransformerEncoderLayer / nn.MultiheadAttention (CFSAM) is
+      switched off: its kernels have no ONNX form; the regular path computes the same.
     """
     fine_modules = [m for m in model.modules() if isinstance(m, FINE)]
     ceil_pools = [m for name, m in model.named_modules()
@@ -107,9 +119,12 @@ def fixed_size(model):
         m.fixed_size = True
     for m in ceil_pools:
         m.ceil_mode = False
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield model
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for m in fine_modules:
             m.fixed_size = False
         for m in ceil_pools:
@@ -240,8 +255,8 @@ def parse_args(argv=None):
     p.add_argument("-r", "--resume", dest="checkpoint", help="checkpoint (ema / model / bare state dict)")
     p.add_argument("-o", "--output", default="model.onnx", help="ONNX file to write (default model.onnx)")
     p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides, dotted.key=value")
-    p.add_argument("--input-size", type=int, nargs="+", default=[640], metavar="S",
-                   help="S (square) or H W; multiples of 32 (default 640)")
+    p.add_argument("--input-size", type=int, nargs="+", metavar="S",
+                   help="S (square) or H W (default: the config's val_dataloader.image_size); RT-DETR: multiples of 32")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch-size", type=int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic", action="store_true", help="dynamic batch dimension N")
@@ -252,24 +267,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def input_hw(sizes):
-    """--input-size values -> (height, width), validated."""
+def input_hw(sizes, divisor=32):
+    """--input-size values (or an int) -> (height, width), validated: positive multiples of `divisor`."""
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     if len(sizes) not in (1, 2):
         raise ExportError(f"--input-size takes S or H W, got {sizes}")
     height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise ExportError(f"--input-size must be positive multiples of 32 (the coarsest stride), got {height}x{width}")
+    if height <= 0 or width <= 0 or height % divisor or width % divisor:
+        what = f"positive multiples of {divisor} (the coarsest stride)" if divisor > 1 else "positive"
+        raise ExportError(f"--input-size must be {what}, got {height}x{width}")
     return height, width
 
 
 def run(args, log=print):
     """The CLI's work; raises ExportError for user errors."""
-    height, width = input_hw(args.input_size)
     if args.batch_size < 1:
         raise ExportError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not os.path.isfile(args.config):
         raise ExportError(f"config file not found: {args.config}")
     model = build_deploy_model(args.config, args.checkpoint, args.update, log=log)
+    height, width = input_hw(args.input_size or model.val_image_size, size_divisibility(model.model))
     batch_size = 1 if args.dynamic else args.batch_size
     try:
         export(model, args.output, height, width, batch_size, args.dynamic)

@@ -49,10 +49,17 @@ from .layers import ConvNormLayer
 def resize_tokens(tokens: Tensor, length: int) -> Tensor:
     """Linear interpolation along the token axis (the paper's "bilinear" resize of the sequence).
 
-    [B, N, C] -> [B, length, C]; align_corners=True keeps the first and last token as they are.
+    [B, N, C] -> [B, length, C], sampled at positions i (N - 1) / (length - 1): F.interpolate's
+    mode="linear", align_corners=True (the first and last token are kept). Written as a gather and
+    a lerp with indices computed from the sizes, so an exported graph holds them as constants
+    (onnx Resize derives the output length from a float scale and can be one token short).
     """
-    resized = F.interpolate(tokens.transpose(1, 2), size=length, mode="linear", align_corners=True)
-    return resized.transpose(1, 2)
+    n = tokens.shape[1]
+    position = torch.linspace(0, n - 1, length, dtype=torch.float64)            # [length], in input tokens
+    low = position.floor().long().clamp(max=max(n - 2, 0))
+    high = (low + 1).clamp(max=n - 1)
+    weight = (position - low).to(tokens.device, tokens.dtype).view(1, -1, 1)
+    return torch.lerp(tokens[:, low.to(tokens.device)], tokens[:, high.to(tokens.device)], weight)
 
 
 def partition(tokens: Tensor, parts: int) -> Tensor:
@@ -62,7 +69,7 @@ def partition(tokens: Tensor, parts: int) -> Tensor:
     tokens (resize_tokens). Row b * parts + p of the result is subsequence p of image b.
     """
     n, channels = tokens.shape[1], tokens.shape[2]
-    padded = -(-n // parts) * parts
+    padded = (n + parts - 1) // parts * parts          # (not -(-n // parts): traced, ONNX Div truncates)
     if padded != n:
         tokens = resize_tokens(tokens, padded)
     interleaved = tokens.reshape(-1, padded // parts, parts, channels)       # [B, M/parts, parts, C]
@@ -130,4 +137,6 @@ class CFSAM(nn.Module):
     def recover(self, fused: Tensor, sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
         """Eq. 5's Recover: split [B, C, N] into the maps' tokens, reshape to H_i x W_i, 1x1 conv C -> C_i."""
         pieces = torch.split(fused, [h * w for h, w in sizes], dim=2)
-        return [restore(piece.unflatten(2, size)) for restore, piece, size in zip(self.restore, pieces, sizes)]
+        # reshape with -1 (not unflatten) keeps the batch dimension symbolic in an exported graph
+        return [restore(piece.reshape(-1, piece.shape[1], h, w)) for restore, piece, (h, w) in
+                zip(self.restore, pieces, sizes)]

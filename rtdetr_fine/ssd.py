@@ -221,26 +221,27 @@ class SSDPostProcessor(nn.Module):
         over all images and classes (group = image x class).
         """
         logits, offsets, anchors = outputs["cls_logits"], outputs["bbox_regression"], outputs["anchors"]
-        batch, num_anchors, num_scores = logits.shape
-        classes = num_scores - 1
+        num_anchors, classes = anchors.shape[0], logits.shape[-1] - 1
         scores = F.softmax(logits, dim=-1)[..., 1:]                            # [B, A, K], background dropped
-        boxes = self.box_coder.decode_single(offsets.reshape(-1, 4), anchors.repeat(batch, 1))
-        boxes = boxes.reshape(-1, num_anchors, 4).clamp(0.0, 1.0)              # [B, A, 4] normalised xyxy
+        # decode_single takes several boxes per default box ([A, 4 n]): the batch goes there
+        boxes = self.box_coder.decode_single(offsets.transpose(0, 1).reshape(num_anchors, -1), anchors)
+        boxes = boxes.reshape(num_anchors, -1, 4).transpose(0, 1).clamp(0.0, 1.0)   # [B, A, 4] normalised xyxy
 
+        # sizes derived from the data, not from Python ints, so that the exported batch stays dynamic
         k = min(self.topk_candidates, num_anchors)
         cand_scores, cand_index = scores.transpose(1, 2).topk(k, dim=2)        # [B, K, k]
-        cand_boxes = boxes.gather(1, cand_index.reshape(batch, -1, 1).expand(-1, -1, 4))    # [B, K k, 4]
-        cand_scores = cand_scores.reshape(batch, -1)                                        # [B, K k]
-        cand_labels = torch.arange(1, classes + 1, device=logits.device).repeat_interleave(k)  # [K k]
-        cand_labels = cand_labels.unsqueeze(0).expand(batch, -1)
-        image_index = torch.arange(batch, device=logits.device).unsqueeze(1).expand_as(cand_labels)
+        class_ids = torch.arange(1, classes + 1, device=logits.device).view(1, -1, 1)
+        cand_labels = (torch.zeros_like(cand_index) + class_ids).flatten(1)                 # [B, K k]
+        image_index = torch.ones_like(cand_labels).cumsum(0) - 1                             # [B, K k]
+        cand_index, cand_scores = cand_index.flatten(1), cand_scores.flatten(1)              # [B, K k]
+        cand_boxes = boxes.gather(1, cand_index.unsqueeze(-1).expand(-1, -1, 4))            # [B, K k, 4]
 
         keep = batched_nms(cand_boxes.reshape(-1, 4), cand_scores.reshape(-1),
                            (image_index * classes + cand_labels - 1).reshape(-1), self.nms_thresh)
-        kept = torch.zeros_like(cand_scores.reshape(-1)).scatter(0, keep, 1.0).reshape(batch, -1)
+        kept = torch.zeros_like(cand_scores.reshape(-1)).scatter(0, keep, 1.0).reshape(cand_scores.shape)
         final_scores = cand_scores * kept * (cand_scores > self.score_thresh)
 
-        top = min(self.detections_per_img, final_scores.shape[1])
+        top = min(self.detections_per_img, classes * k)
         scores_out, index = final_scores.topk(top, dim=1)                      # [B, D], best first
         labels_out = cand_labels.gather(1, index) - 1
         boxes_out = cand_boxes.gather(1, index.unsqueeze(-1).expand(-1, -1, 4)) * (scores_out > 0).unsqueeze(-1)

@@ -1,4 +1,6 @@
 """SSD300 (rtdetr_fine/ssd.py): torchvision's network, loss and post-processing behind our interfaces."""
+import json
+
 import pytest
 import torch
 from helpers import config_path
@@ -169,3 +171,74 @@ def test_vgg16_weights_load_by_conv_order_and_conv1_is_frozen(tmp_path):
 
 def test_head_channels_are_the_six_prediction_maps():
     assert head_in_channels(torchvision_ssd()) == [512, 1024, 512, 256, 256, 256]
+
+
+# ----------------------------------------------------------------------------- train.py / eval.py / export_onnx.py
+
+DEMO = config_path("demo/ssd300_cfsam_shapes.yml")
+TINY = 272   # the smallest size SSD300's extractor takes is 268 (conv11_2 needs a 3x3 input)
+
+
+def tiny_overrides(root, out_dir):
+    """The SSD300 + CFSAM demo shrunk to seconds: 4 train / 3 val images of 272 px, one epoch of 2 iterations."""
+    return ["epochs=1", f"output_dir={out_dir}", f"demo.root={root}", "demo.num_train=4", "demo.num_val=3",
+            f"demo.image_size={TINY}", f"train_dataloader.image_size={TINY}", f"val_dataloader.image_size={TINY}",
+            "train_dataloader.batch_size=2", "train_dataloader.num_workers=0", "val_dataloader.num_workers=0",
+            "cfsam.num_layers=1"]
+
+
+def test_train_eval_export_ssd300_cfsam_on_a_tiny_set(tmp_path, capsys):
+    import eval as eval_script
+    import export_onnx
+    import train
+    root, out = tmp_path / "shapes", tmp_path / "run"
+    overrides = tiny_overrides(root, out)
+    train.main(["-c", DEMO, "--device", "cpu", "-u", *overrides])
+    log = [line for line in (out / "log.txt").read_text().splitlines() if line]
+    assert len(log) == 1
+    record = json.loads(log[0])
+    assert record["iteration"] == 2 and {"train_loss_loc", "train_loss_conf", "val_AP", "val_AP50"} <= set(record)
+    assert record["train_loss"] == pytest.approx(record["train_loss_loc"] + record["train_loss_conf"])
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert any(k.startswith("cross_layer.") for k in ckpt["model"])
+
+    report = eval_script.main(["-c", DEMO, "-r", str(out / "last.pth"), "--device", "cpu", "-u", *overrides])
+    assert report["images"] == 3 and report["weights"] == "model"          # no EMA in the SSD recipe
+    assert report["AP"] == pytest.approx(record["val_AP"], abs=1e-9)       # eval.py scores what training scored
+    assert report["params"] == sum(v.numel() for k, v in ckpt["model"].items()
+                                   if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+    onnx_path = tmp_path / "ssd300_cfsam.onnx"
+    code = export_onnx.main(["-c", DEMO, "-r", str(out / "last.pth"), "-o", str(onnx_path), "-u", *overrides,
+                             "--check"])
+    text = capsys.readouterr().out
+    assert code == 0 and onnx_path.is_file()
+    assert f"input 1x3x{TINY}x{TINY}" in text                               # the config's size by default
+    assert "NonMaxSuppression" in text and "% of the top-100 detections agree" in text
+
+
+def test_onnxruntime_agrees_with_pytorch_for_ssd300_cfsam(tmp_path):
+    """The deploy graph (model + NMS post-processing) at 300 px, dynamic batch, against PyTorch."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import export_onnx
+    torch.manual_seed(0)
+    model = export_onnx.build_deploy_model(config_path("ssd300_cfsam.yml"), overrides=["num_classes=3"],
+                                           log=lambda *a: None)
+    with torch.no_grad():                          # unsaturated scores (see torchvision_ssd)
+        for conv in model.model.head.classification_head.module_list:
+            conv.weight.mul_(0.02)
+    path = str(tmp_path / "ssd300_cfsam.onnx")
+    export_onnx.export(model, path, 300, 300, dynamic=True)
+    graph = onnx.load(path)
+    assert [i.name for i in graph.graph.input] == ["images", "orig_target_sizes"]
+    assert [o.name for o in graph.graph.output] == ["labels", "boxes", "scores"]
+    for batch_size in (1, 3):
+        images, sizes = export_onnx.example_inputs(batch_size, 300, 300, seed=batch_size)
+        sizes[-1] = torch.tensor([640, 480])
+        with torch.no_grad():
+            expected = [t.numpy() for t in model(images, sizes)]
+        got = export_onnx.run_onnxruntime(path, images, sizes)
+        assert [a.shape for a in got] == [(batch_size, 200), (batch_size, 200, 4), (batch_size, 200)]
+        top100 = lambda outs: [a[:, :100] for a in outs]  # noqa: E731
+        assert export_onnx.match_detections(top100(expected), top100(got)) >= 0.95, batch_size
