@@ -33,14 +33,14 @@ What the paper leaves open and what we chose (the defaults of the `cfsam` config
 
 Cost check against the paper's Table 4 (SSD300 on VOC, 21 classes; the paper's "GFLOPs" are
 multiply-accumulates: torchvision's SSD300 has 62.75 GFLOPs at 2 x MAC = 31.37 G MAC, the
-paper's 31.37): with these choices SSD300 + CFSAM has 45,358,638 parameters (paper 45.16M) and
-the module adds 13.86 G MAC (paper 13.85 G: 45.22 - 31.37); the 3x3 convs of the two large
-maps hold 11.8M of the module's 19.07M parameters. See the README for the measured numbers.
+paper's 31.37, and 26,285,486 parameters, the paper's 26.29M). With these choices SSD300 + CFSAM
+has 45,375,918 parameters (paper: 45.16M) and 45.24 G MAC (paper: 45.22); the module's 19.09M
+parameters are mostly the 3x3 convs of the two large maps (11.8M). Measured with
+rtdetr_fine.flops (README, "CFSAM and SSD300").
 """
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import ConvNormLayer
@@ -79,7 +79,9 @@ def partition(tokens: Tensor, parts: int) -> Tensor:
 def combine(subsequences: Tensor, parts: int, length: int) -> Tensor:
     """Eq. 4, the inverse of partition: [B * parts, M / parts, C] -> [B, length, C] in the original order.
 
-    When partition resized the sequence (length not a multiple of `parts`), it is resized back.
+    When partition resized the sequence (length not a multiple of `parts`), it is resized back; then the
+    round trip is exact for sequences linear along the tokens and approximate otherwise (no linear
+    resize is undone exactly by another). Lengths that divide round-trip exactly.
     """
     per_part, channels = subsequences.shape[1], subsequences.shape[2]
     grouped = subsequences.reshape(-1, parts, per_part, channels)           # [B, parts, M/parts, C]

@@ -116,3 +116,26 @@ def test_wrong_number_of_maps_is_an_error():
     module = CFSAM([8, 16], hidden_dim=8, num_layers=1, num_heads=2, dim_feedforward=16)
     with pytest.raises(ValueError, match="built for 2 maps, got 3"):
         module(small_maps())
+
+
+def test_onnx_export_with_dynamic_batch_agrees_on_an_odd_token_count(tmp_path):
+    """The traced module (resize indices, partition sizes, reshapes) runs in onnxruntime for another batch."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import export_onnx
+    torch.manual_seed(0)
+    module = CFSAM([8, 16, 4], hidden_dim=12, num_layers=1, num_heads=2, dim_feedforward=24).eval()
+    spec = ((8, 5, 7), (16, 3, 4), (4, 2, 1))                           # 49 tokens: resized to 50
+    names = [f"map{i}" for i in range(3)]
+    path = str(tmp_path / "cfsam.onnx")
+    with torch.no_grad(), export_onnx.fixed_size(module):
+        torch.onnx.export(module, (small_maps(batch=1, spec=spec),), path, input_names=names,
+                          dynamic_axes={n: {0: "N"} for n in names}, opset_version=export_onnx.OPSET, dynamo=False)
+    feats = small_maps(batch=3, spec=spec, seed=1)
+    with torch.no_grad():
+        expected = module(feats)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {n: f.numpy() for n, f in zip(names, feats)})
+    for e, g in zip(expected, got):
+        assert g.shape == tuple(e.shape)
+        torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-4, atol=1e-4)

@@ -49,3 +49,13 @@ def test_ema_follows_the_model_early_and_averages_later():
     assert not ema.module.weight.requires_grad
     state = ema.state_dict()
     assert set(state) == {"module", "updates"} and state["updates"] == 201
+
+
+def test_optimizer_type_sgd_uses_momentum_and_weight_decay(r18_cfg):
+    r18_cfg["optimizer"].update(type="SGD", momentum=0.8, lr=1e-3, backbone_lr=1e-3, weight_decay=5e-4)
+    optimizer = build_optimizer(rtdetr_fine.build_model(r18_cfg), r18_cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert {g["momentum"] for g in optimizer.param_groups} == {0.8}
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {5e-4, 0.0}     # none on norms / biases
+    r18_cfg["optimizer"]["type"] = "AdamW"
+    assert isinstance(build_optimizer(rtdetr_fine.build_model(r18_cfg), r18_cfg), torch.optim.AdamW)
