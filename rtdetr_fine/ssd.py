@@ -45,7 +45,8 @@ class SSD300(nn.Module):
     {"cls_logits": [B, A, num_classes + 1], "bbox_regression": [B, A, 4] (box-coder offsets),
      "anchors": [A, 4] default boxes xyxy normalised to [0, 1]}, A = 8732 at 300 x 300.
     `targets` is accepted for the common model(images, targets) call and not used (the loss is
-    the criterion's).
+    the criterion's). The default boxes use torchvision's steps (8 .. 300 px), which are meant for
+    300 x 300 input; other sizes (>= 268) run, with the box centres drifting off the grid.
     """
 
     size_divisibility = 1   # any input size the VGG16 extractor takes (>= 268 px); export_onnx reads this
