@@ -25,12 +25,14 @@ def make_devkit(root, year, split, images):
     (base / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(images) + "\n")
     for image_id, (w, h, objects) in images.items():
         Image.new("RGB", (w, h), (90, 90, 90)).save(base / "JPEGImages" / f"{image_id}.jpg")
-        xml = "".join(OBJECT.format(name=n, difficult=d, x1=x1, y1=y1, x2=x2, y2=y2) for n, d, x1, y1, x2, y2 in objects)
+        xml = "".join(OBJECT.format(name=n, difficult=d, x1=x1, y1=y1, x2=x2, y2=y2)
+                      for n, d, x1, y1, x2, y2 in objects)
         (base / "Annotations" / f"{image_id}.xml").write_text(XML.format(w=w, h=h, objects=xml))
 
 
 def test_voc07_plus_12_converts_into_one_coco_file(tmp_path):
-    make_devkit(tmp_path, 2007, "trainval", {"000005": (60, 40, [("dog", 0, 11, 6, 30, 25), ("cat", 1, 1, 1, 10, 10)])})
+    make_devkit(tmp_path, 2007, "trainval",
+                {"000005": (60, 40, [("dog", 0, 11, 6, 30, 25), ("cat", 1, 1, 1, 10, 10)])})
     make_devkit(tmp_path, 2012, "trainval", {"2008_000001": (50, 50, [("tvmonitor", 0, 1, 1, 50, 50)])})
     out = tmp_path / "annotations" / "voc0712_trainval.json"
     assert voc_to_coco.main([str(tmp_path), "--sets", "2007/trainval", "2012/trainval", "-o", str(out)]) == 0
