@@ -27,8 +27,8 @@ def parse_args(argv=None):
     p.add_argument("-r", "--resume", dest="checkpoint", help="checkpoint (ema / model / bare state dict)")
     p.add_argument("-o", "--output", default="model.onnx", help="ONNX file to write (default model.onnx)")
     p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides, dotted.key=value")
-    p.add_argument("--input-size", type=int, nargs="+", default=[640], metavar="S",
-                   help="S (square) or H W; multiples of 32 (default 640)")
+    p.add_argument("--input-size", type=int, nargs="+", metavar="S",
+                   help="S (square) or H W (default: the config's val_dataloader.image_size); RT-DETR: multiples of 32")
     batch = p.add_mutually_exclusive_group()
     batch.add_argument("--batch-size", type=int, default=1, help="fixed batch size (default 1)")
     batch.add_argument("--dynamic", action="store_true", help="dynamic batch dimension N")
@@ -39,13 +39,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def input_hw(sizes):
-    """--input-size values -> (height, width), validated."""
+def input_hw(sizes, divisor=32):
+    """--input-size values (or the config's image size, an int) -> (height, width), validated."""
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
     if len(sizes) not in (1, 2):
         raise ValueError(f"--input-size takes S or H W, got {sizes}")
     height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes
     try:
-        deploy.check_input_size(height, width)
+        deploy.check_input_size(height, width, divisor)
     except ValueError as e:
         raise ValueError(f"--input-size: {e}") from None
     return height, width
@@ -53,11 +54,13 @@ def input_hw(sizes):
 
 def run(args, log=print):
     """The CLI's work: argument and path checks first, then build, export, and optionally check."""
-    height, width = input_hw(args.input_size)
+    if args.input_size is not None:
+        input_hw(args.input_size, divisor=1)      # shape errors before building; stride checked below
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     deploy.prepare_output_path(args.output)
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
+    height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
     batch_size = 1 if args.dynamic else args.batch_size
     try:
         deploy.export(model, args.output, height, width, batch_size, args.dynamic)

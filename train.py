@@ -97,8 +97,7 @@ def run(args, cfg, device, rank, world):
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
     ema = ModelEMA(model, cfg["ema"]["decay"], cfg["ema"]["warmups"]) if cfg["ema"]["enabled"] else None
-    du.log(f"model: {count_params(model):,} parameters; FINE "
-        f"{cfg['fine']['attention'] if cfg['fine']['enabled'] else 'off'}; device {device} x {world}")
+    du.log(f"model: {rtdetr_fine.describe_model(cfg)}, {count_params(model):,} parameters; device {device} x {world}")
 
     if args.test_only:
         if args.resume:

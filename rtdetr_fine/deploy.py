@@ -31,12 +31,16 @@ OPSET = 17   # TensorRT 8.6+ and onnxruntime; the TorchScript exporter (dynamo=F
 
 
 class DeployModel(nn.Module):
-    """Model + post-processor in deploy mode: (images, orig_target_sizes) -> (labels, boxes, scores)."""
+    """Model + post-processor in deploy mode: (images, orig_target_sizes) -> (labels, boxes, scores).
 
-    def __init__(self, model: nn.Module, postprocessor: nn.Module):
+    `image_size` is the size it is exported at by default (the config's val_dataloader.image_size).
+    """
+
+    def __init__(self, model: nn.Module, postprocessor: nn.Module, image_size=640):
         super().__init__()
         self.model = model.deploy()
         self.postprocessor = postprocessor.deploy()
+        self.image_size = image_size
 
     def forward(self, images: torch.Tensor, orig_target_sizes: torch.Tensor):
         return self.postprocessor(self.model(images), orig_target_sizes)
@@ -54,7 +58,7 @@ def build_deploy_model(config: str, checkpoint: str | None = None, overrides=(),
         log(f"loaded {which} weights from {checkpoint}")
     else:
         log("no checkpoint given: exporting randomly initialised weights")
-    return DeployModel(model, build_postprocessor(cfg)).eval()
+    return DeployModel(model, build_postprocessor(cfg), cfg["val_dataloader"]["image_size"]).eval()
 
 
 def example_inputs(batch_size: int, height: int, width: int, seed: int = 0):
@@ -65,11 +69,17 @@ def example_inputs(batch_size: int, height: int, width: int, seed: int = 0):
     return images, sizes
 
 
-def check_input_size(height: int, width: int) -> None:
-    """RT-DETR's anchors and sampling grids are built for one size, a multiple of the coarsest stride."""
-    if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise ValueError(f"the input size must be positive multiples of 32 (the coarsest stride), "
-                         f"got {height}x{width}")
+def size_divisibility(model: nn.Module) -> int:
+    """What input sides must be multiples of: the model's `size_divisibility` (SSD300: 1), else
+    RT-DETR's coarsest stride, 32."""
+    return getattr(model, "size_divisibility", 32)
+
+
+def check_input_size(height: int, width: int, divisor: int = 32) -> None:
+    """The anchors (and RT-DETR's sampling grids) are built for one size, a multiple of `divisor`."""
+    if height <= 0 or width <= 0 or height % divisor or width % divisor:
+        what = f"positive multiples of {divisor} (the coarsest stride)" if divisor > 1 else "positive"
+        raise ValueError(f"the input size must be {what}, got {height}x{width}")
 
 
 @contextlib.contextmanager
@@ -80,14 +90,19 @@ def fixed_size_forms(model: nn.Module):
     its inputs are at strides 4, 8 and 16 of an input that is a multiple of 32, so they have
     even sizes and ceil_mode changes nothing, but onnxruntime runs ceil_mode pooling outside
     its blocked convolution layout (measured gain: README, "Export").
+    torch's fused fast path of nn.TransformerEncoderLayer / nn.MultiheadAttention (CFSAM) is
+    switched off while tracing: its kernels have no ONNX form; the regular path computes the same.
     """
     ceil_pools = [m for name, m in model.named_modules()
                   if ".backbone." in f".{name}." and isinstance(m, nn.AvgPool2d) and m.ceil_mode]
     for m in ceil_pools:
         m.ceil_mode = False
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield model
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         for m in ceil_pools:
             m.ceil_mode = True
 
@@ -95,7 +110,7 @@ def fixed_size_forms(model: nn.Module):
 def export(model: DeployModel, path: str, height: int = 640, width: int = 640, batch_size: int = 1,
            dynamic: bool = False) -> str:
     """Trace `model` to an opset-17 ONNX file at `path` (fixed H x W; batch fixed or dynamic)."""
-    check_input_size(height, width)
+    check_input_size(height, width, size_divisibility(model.model))
     images, sizes = example_inputs(batch_size, height, width)
     dynamic_axes = {name: {0: "N"} for name in INPUT_NAMES + OUTPUT_NAMES} if dynamic else None
     with warnings.catch_warnings(), torch.no_grad(), fixed_size_forms(model):

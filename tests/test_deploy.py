@@ -16,6 +16,7 @@ CONFIGS = {mode: os.path.join(ROOT, "configs", path) for mode, path in {
     "quadratic": "ablation/rtdetr_r18_fine_quadratic.yml",
     "linear": "ablation/rtdetr_r18_fine_linear.yml",
     "linear_bottleneck": "ablation/rtdetr_r18_fine_linear_bottleneck.yml",
+    "cfsam": "rtdetr_r18_cfsam.yml",
 }.items()}
 
 # ONNX ops the TensorRT 10 ONNX parser supports without plugins, restricted to those a
@@ -35,7 +36,7 @@ TENSORRT10_OPS = {
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """{mode: (DeployModel, path)} for the baseline and the three FINE modes, dynamic batch."""
+    """{mode: (DeployModel, path)} for the baseline, the three FINE modes and CFSAM, dynamic batch."""
     folder = tmp_path_factory.mktemp("onnx")
     out = {}
     for mode, config in CONFIGS.items():
