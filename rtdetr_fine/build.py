@@ -8,6 +8,17 @@ from .postprocessor import PostProcessor
 from .rtdetr import RTDETR
 
 
+def num_classes(cfg):
+    """cfg['num_classes'] once resolved: 'auto' is replaced by a count from a class set first
+    (rtdetr_fine/classes.py: apply_class_set), as train.py / eval.py / predict.py do."""
+    n = cfg["num_classes"]
+    if not isinstance(n, int):
+        raise ValueError(f"num_classes is {n!r}: the class count comes from the training annotation file or a "
+                         "checkpoint's class set (train.py, eval.py and predict.py resolve it); set num_classes "
+                         "to an integer to build the model without them")
+    return n
+
+
 def build_backbone(cfg):
     b = cfg["backbone"]
     backbone = PResNet(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"], return_idx=b["return_idx"],
@@ -32,7 +43,7 @@ def build_encoder(cfg, in_channels):
 def build_decoder(cfg):
     d = cfg["decoder"]
     return RTDETRTransformer(
-        num_classes=cfg["num_classes"], hidden_dim=d["hidden_dim"], num_queries=d["num_queries"],
+        num_classes=num_classes(cfg), hidden_dim=d["hidden_dim"], num_queries=d["num_queries"],
         feat_channels=d["feat_channels"], feat_strides=d["feat_strides"], num_levels=d["num_levels"],
         num_decoder_points=d["num_decoder_points"], nhead=d["nhead"], num_decoder_layers=d["num_decoder_layers"],
         dim_feedforward=d["dim_feedforward"], dropout=d["dropout"], activation=d["activation"],
@@ -54,9 +65,9 @@ def build_criterion(cfg):
     matcher = HungarianMatcher(cost_class=m["cost_class"], cost_bbox=m["cost_bbox"], cost_giou=m["cost_giou"],
                                alpha=m["alpha"], gamma=m["gamma"])
     return SetCriterion(matcher, c["weight_dict"], c["losses"], alpha=c["alpha"], gamma=c["gamma"],
-                        num_classes=cfg["num_classes"])
+                        num_classes=num_classes(cfg))
 
 
 def build_postprocessor(cfg):
-    return PostProcessor(num_classes=cfg["num_classes"], num_top_queries=cfg["postprocessor"]["num_top_queries"],
+    return PostProcessor(num_classes=num_classes(cfg), num_top_queries=cfg["postprocessor"]["num_top_queries"],
                          remap_mscoco_category=cfg["remap_mscoco_category"])

@@ -12,8 +12,8 @@ import yaml
 COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
 
 DEFAULTS = {
-    "num_classes": 80,
-    "remap_mscoco_category": True,    # COCO category ids (1..90) <-> contiguous labels (0..79)
+    "num_classes": "auto",            # auto: from the training annotation file (rtdetr_fine/classes.py)
+    "remap_mscoco_category": False,   # true: COCO's official ids (1..90) <-> labels 0..79 (the COCO configs)
     "epochs": 12,                     # 1x schedule
     "output_dir": "output/run",
     "seed": 0,
@@ -76,6 +76,8 @@ DEFAULTS = {
 
 # Keys whose value is a mapping with free-form entries (not validated key by key).
 FREE_FORM = {"criterion.weight_dict"}
+# Keys that take a positive integer or the string "auto".
+INT_OR_AUTO = {"num_classes"}
 
 
 class ConfigError(ValueError):
@@ -133,6 +135,10 @@ def _merge(dst, src, source, prefix=""):
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: config key '{key}' must be a mapping, got {v!r}")
             _merge(dst[k], v, source, key + ".")
+        elif key in INT_OR_AUTO:
+            if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{source}: config key '{key}' expects a positive integer or auto, got {v!r}")
+            dst[k] = v
         else:
             dst[k] = _checked_value(key, dst[k], v, source)
 

@@ -6,15 +6,17 @@ from .transforms import StopEpochTransforms, build_train_transforms, build_val_t
 
 
 def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
-                  num_classes=None, stop_epoch=None):
+                  num_classes=None, stop_epoch=None, classes=None):
     """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`) or val transforms.
 
-    image_size: int or (h, w). num_classes: checked against the set's categories.
+    image_size: int or (h, w). classes: the ClassSet to label with (e.g. the training set's);
+    without it the class set comes from the file's categories under num_classes (int, checked
+    against them, or "auto") and remap_mscoco_category (see rtdetr_fine/classes.py).
     Call dataset.set_epoch(epoch) each epoch for the stop_epoch policy.
     """
     transforms = StopEpochTransforms(image_size, stop_epoch) if train else build_val_transforms(image_size)
     return CocoDetection(img_folder, ann_file, transforms, remap_mscoco_category=remap_mscoco_category,
-                         num_classes=num_classes)
+                         num_classes=num_classes, classes=classes)
 
 
 __all__ = [
