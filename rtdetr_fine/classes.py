@@ -18,6 +18,7 @@ COCO (and subsets of COCO's ids) only, so that official checkpoints keep their l
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .coco_ids import COCO_LABEL_TO_CATEGORY, COCO_NAMES
@@ -136,6 +137,32 @@ def recorded_class_set(path: str, num_classes) -> ClassSet | None:
     if classes is not None and num_classes not in (AUTO, classes.num_classes):
         return None
     return classes
+
+
+def inference_class_set(cfg: dict, checkpoint: str | None = None) -> tuple:
+    """(ClassSet, where it came from) for running a model: the class set checkpoint `checkpoint`
+    records, else that of the config's annotation file (its val split), else COCO's 80 (when
+    remap_mscoco_category or num_classes is 80), else label numbers. ValueError names the file."""
+    from .data.coco import read_coco_json
+    from .loaders import config_ann_file
+    if checkpoint:
+        classes = recorded_class_set(checkpoint, cfg["num_classes"])
+        if classes is not None:
+            return classes, f"checkpoint {checkpoint}"
+    ann_file = config_ann_file(cfg)
+    if os.path.isfile(ann_file):
+        categories = read_coco_json(ann_file)["categories"]
+        return class_set_from_categories(categories, cfg["num_classes"], cfg["remap_mscoco_category"],
+                                         ann_file), ann_file
+    n = cfg["num_classes"]
+    if n == AUTO:
+        raise ValueError(f"num_classes is auto, but there is no class set to take it from: "
+                         + ("the checkpoint records none and " if checkpoint else "")
+                         + f"the config's annotation file {ann_file} is not there; give a train.py checkpoint, "
+                         "the annotation file, or -u num_classes=N")
+    if cfg["remap_mscoco_category"] or n == 80:
+        return coco_class_set(n), "COCO's 80 categories"
+    return ClassSet(n, tuple(range(n)), tuple(f"class {i}" for i in range(n))), "label numbers (no names known)"
 
 
 def apply_class_set(cfg: dict, classes: ClassSet) -> None:

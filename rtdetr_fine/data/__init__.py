@@ -2,7 +2,8 @@
 from .coco import CocoDetection, CocoFormatError, mscoco_category2label, mscoco_label2category
 from .collate import MultiScaleCollate, collate
 from .synthetic import make_hygiene_dataset, make_shapes_dataset
-from .transforms import StopEpochTransforms, build_train_transforms, build_val_transforms
+from .transforms import (StopEpochTransforms, build_train_transforms, build_val_image_transform,
+                         build_val_transforms)
 
 
 def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
@@ -21,6 +22,6 @@ def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_cate
 
 __all__ = [
     "CocoDetection", "CocoFormatError", "MultiScaleCollate", "StopEpochTransforms",
-    "build_dataset", "build_train_transforms", "build_val_transforms", "collate", "make_hygiene_dataset",
-    "make_shapes_dataset", "mscoco_category2label", "mscoco_label2category",
+    "build_dataset", "build_train_transforms", "build_val_image_transform", "build_val_transforms", "collate",
+    "make_hygiene_dataset", "make_shapes_dataset", "mscoco_category2label", "mscoco_label2category",
 ]
