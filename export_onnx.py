@@ -37,6 +37,7 @@ from torch import nn
 
 import rtdetr_fine
 from rtdetr_fine.checkpoint import load_weights
+from rtdetr_fine.classes import apply_class_set, inference_class_set
 from rtdetr_fine.fine import FINE
 
 INPUT_NAMES = ["images", "orig_target_sizes"]
@@ -65,6 +66,8 @@ def build_deploy_model(config, checkpoint=None, overrides=(), log=print):
     overrides = ["backbone.pretrained=null", *overrides]  # weights come from the checkpoint, never downloaded
     try:
         cfg = rtdetr_fine.load_config(config, overrides)
+        if cfg["num_classes"] == "auto":   # the count of the checkpoint's (or annotation file's) class set
+            apply_class_set(cfg, inference_class_set(cfg, checkpoint)[0])
         model = rtdetr_fine.build_model(cfg)
     except (rtdetr_fine.ConfigError, ValueError, KeyError, TypeError) as e:
         raise ExportError(f"bad config: {e}") from None
