@@ -159,7 +159,10 @@ def build_onnx_detector(path, device, fallback_size):
     if set(inputs) != {"images", "orig_target_sizes"}:
         raise PredictError(f"{path}: inputs {sorted(inputs)}; expected export_onnx.py's 'images' and "
                            "'orig_target_sizes'")
-    height, width = inputs["images"][2:]
+    batch, _, height, width = inputs["images"]
+    if isinstance(batch, int) and batch != 1:
+        raise PredictError(f"{path} was exported for batches of {batch}; predict.py feeds one image at a time: "
+                           "export with --batch-size 1 (the default) or --dynamic")
     size = (height, width) if isinstance(height, int) and isinstance(width, int) else fallback_size
 
     def detect(images, sizes):

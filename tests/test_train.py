@@ -130,3 +130,12 @@ def test_unknown_override_key_is_named():
     with pytest.raises(SystemExit) as e:
         train.main(["-c", DEMO, "-u", "optimizer.learning_rate=1"])
     assert "optimizer.learning_rate" in str(e.value)
+
+
+def test_resume_on_data_with_another_class_set_names_both(tmp_path):
+    from rtdetr_fine.classes import ClassSet
+    path = tmp_path / "last.pth"
+    torch.save({"model": {}, "optimizer": {}, "lr_scheduler": {}, "epoch": 0,
+                "classes": ClassSet(3, (3, 17, 90), ("a", "b", "c")).to_dict()}, path)
+    with pytest.raises(ValueError, match=r"last\.pth was trained with category ids \[3, 17, 90\].*\[1, 2\]"):
+        train.restore(str(path), None, None, None, None, None, ClassSet(2, (1, 2), ("x", "y")))
