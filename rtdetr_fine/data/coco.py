@@ -99,8 +99,10 @@ def read_coco_json(ann_file):
     return data
 
 
-def clean_boxes(anns, width, height, category2label, ann_file):
+def clean_boxes(anns, width, height, category2label, ann_file, unmapped_hint=""):
     """COCO anns of one image -> (boxes xyxy float32 [N, 4], labels int64 [N], area float32 [N], counts).
+
+    A category without a label is an error naming the annotation, with `unmapped_hint` (why, what to do).
 
     Crowd boxes are left out, zero/negative-size boxes and boxes wholly outside the
     image are dropped, the rest are clipped to [0, width] x [0, height].
@@ -110,9 +112,7 @@ def clean_boxes(anns, width, height, category2label, ann_file):
     for ann in anns:
         if ann["category_id"] not in category2label:
             raise CocoFormatError(f"{ann_file}: annotation id {ann['id']} has category_id {ann['category_id']}, "
-                                  "which the model's class set has no label for (with remap_mscoco_category "
-                                  "only COCO's 80 ids have one: for another class set use "
-                                  "remap_mscoco_category: false, num_classes: auto)")
+                                  f"which has no label{unmapped_hint}")
         if ann.get("iscrowd", 0):
             counts["crowd"] += 1
             continue
@@ -170,6 +170,12 @@ class CocoDetection(torch.utils.data.Dataset):
             data["categories"], AUTO if num_classes is None else num_classes, remap_mscoco_category, ann_file)
         self.category2label = self.classes.category2label
         self.label2category = self.classes.label2category
+        if self.classes.remap_mscoco_category:
+            hint = (": with remap_mscoco_category only COCO's 80 ids have one; for another class set use "
+                    "remap_mscoco_category: false, num_classes: auto")
+        else:
+            hint = (f" in the class set the data is labelled with (the training file's or the checkpoint's, "
+                    f"ids {list(self.classes.category_ids)[:20]})")
 
         self.ids = sorted(self.coco.imgs)
         self._targets = []
@@ -177,7 +183,7 @@ class CocoDetection(torch.utils.data.Dataset):
         for img_id in self.ids:
             info = self.coco.imgs[img_id]
             *target, counts = clean_boxes(self.coco.imgToAnns.get(img_id, []), info["width"], info["height"],
-                                          self.category2label, ann_file)
+                                          self.category2label, ann_file, hint)
             self._targets.append(tuple(target))
             for k, v in counts.items():
                 totals[k] += v

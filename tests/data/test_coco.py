@@ -236,3 +236,7 @@ def test_given_class_set_labels_a_file_with_fewer_categories(tmp_path):
     assert CocoDetection(folder, ann_file)[0][1]["labels"].tolist() == [1, 0]       # its own mapping
     ds = CocoDetection(folder, ann_file, classes=train_classes)
     assert ds[0][1]["labels"].tolist() == [2, 1] and ds.label2category == {0: 3, 1: 17, 2: 90}
+    folder, ann_file = write_set(tmp_path, annotations=[ann(3, [1, 1, 4, 4], 5)], categories=[{"id": 5, "name": "new"}])
+    with pytest.raises(CocoFormatError, match=r"annotation id 3 has category_id 5, which has no label in the class "
+                                              r"set .*ids \[3, 17, 90\]"):
+        CocoDetection(folder, ann_file, classes=train_classes)
