@@ -32,7 +32,8 @@ DEFAULTS = {
         "enabled": False,
         "attention": "linear_bottleneck",   # quadratic | linear | linear_bottleneck
         "modulation": "multiply",           # multiply (Eq. 8) | residual (revised FINE)
-        "num_heads": 8, "ffn_ratio": 4,
+        "num_heads": 16, "ffn_ratio": 4,    # the FINE authors' RT-DETR modules: 16 heads of 16 channels
+        "upsample": "bilinear",             # F_{l+1} before the fusion: bilinear (the authors' RT-DETR) | nearest
     },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256], "feat_strides": [8, 16, 32],
@@ -181,6 +182,8 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: fine.attention must be one of {ATTENTION_MODES}, got {fine['attention']!r}")
     if fine["modulation"] not in MODULATIONS:
         raise ConfigError(f"{path}: fine.modulation must be one of {MODULATIONS}, got {fine['modulation']!r}")
+    if fine["upsample"] not in ("nearest", "bilinear"):
+        raise ConfigError(f"{path}: fine.upsample must be nearest or bilinear, got {fine['upsample']!r}")
     if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
         raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
 
