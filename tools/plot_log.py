@@ -95,6 +95,7 @@ def parse_args(argv=None):
     p.add_argument("--reference", choices=sorted(REFERENCE_CURVES),
                    help="overlay the FINE authors' per-epoch AP (from their logs)")
     p.add_argument("-o", "--output", default="curves.png", help="PNG to write (default curves.png)")
+    p.add_argument("--dpi", type=int, default=110, help="PNG resolution (default 110)")
     return p.parse_args(argv)
 
 
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
     fig = plot(runs, args.reference)
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
-    fig.savefig(args.output, dpi=110)
+    fig.savefig(args.output, dpi=args.dpi)
     print(f"wrote {args.output} ({len(runs)} run(s)" + (f", reference {args.reference})" if args.reference else ")"))
     return 0
 

@@ -126,6 +126,7 @@ def parse_args(argv=None):
     p.add_argument("-o", "--output", default="fine_maps.png", help="PNG to write (default fine_maps.png)")
     p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--channels", type=int, default=3, help="single channels of A to show (default 3)")
+    p.add_argument("--dpi", type=int, default=100, help="PNG resolution (default 100)")
     return p.parse_args(argv)
 
 
@@ -161,7 +162,7 @@ def run(args, log=print):
                           f"fine.attention {cfg['fine']['attention']}, modulation {cfg['fine']['modulation']}")
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
-    fig.savefig(args.output, dpi=100)
+    fig.savefig(args.output, dpi=args.dpi)
     log(f"wrote {args.output}: {len(maps)} FINE module(s)")
     return maps
 
