@@ -136,3 +136,13 @@ def test_broken_annotation_file_and_missing_image_are_named(tmp_path, capsys):
 
 def test_unknown_override_key_is_named(capsys):
     assert "optimizer.learning_rate" in train_error(["-c", DEMO, "-u", "optimizer.learning_rate=1"], capsys)
+
+
+def test_resume_on_data_with_another_class_set_names_both(tmp_path):
+    from rtdetr_fine.classes import ClassSet
+    from rtdetr_fine.training_state import restore_training
+    path = tmp_path / "last.pth"
+    torch.save({"model": {}, "optimizer": {}, "lr_scheduler": {}, "epoch": 0,
+                "classes": ClassSet(3, (3, 17, 90), ("a", "b", "c")).to_dict()}, path)
+    with pytest.raises(ValueError, match=r"last\.pth was trained with category ids \[3, 17, 90\].*\[1, 2\]"):
+        restore_training(str(path), None, None, None, None, None, ClassSet(2, (1, 2), ("x", "y")))
