@@ -175,15 +175,22 @@ def to_fp16(path: str) -> str:
     return "converted to float16 (inputs/outputs stay float32)"
 
 
-def onnxruntime_session(path: str, threads: int | None = None):
-    """An onnxruntime CPU session for `path`; `threads` intra-op threads (default: onnxruntime's)."""
+def onnxruntime_session(path: str, threads: int | None = None, cuda: bool = False):
+    """An onnxruntime session for `path`: CPU, or CUDA first when asked and available; `threads`
+    intra-op threads (default: onnxruntime's). A file onnxruntime cannot load is a ValueError naming it."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    providers = ["CPUExecutionProvider"]
+    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        return ort.InferenceSession(path, options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types; re-raised naming the file
+        raise ValueError(f"cannot load ONNX model {path}: {e}") from None
 
 
 def run_onnxruntime(session_or_path, images: torch.Tensor, sizes: torch.Tensor):

@@ -5,26 +5,34 @@ import contextlib
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
-import predict
-from helpers import ROOT
+from helpers import ROOT, run_script
+
+from rtdetr_fine.predictor import label_font
 
 FILE_CLASSES = {3: "square", 17: "triangle", 90: "circle"}
 
 
-def run_predict(custom_run, inputs, out_dir, *extra):
-    args = predict.parse_args([*map(str, inputs), "-c", custom_run["config"], "-r", str(custom_run["ckpt"]),
-                               "-o", str(out_dir), "--device", "cpu", "-u", *custom_run["overrides"], *extra])
-    with contextlib.redirect_stderr(io.StringIO()):   # the progress bar
-        return predict.run(args, log=lambda *a: None)
+def run_predict(custom_run, inputs, out_dir, *extra, weights=None):
+    """python predict.py INPUTS ... -> (detections, images) as it wrote them (detections.json, images.json)."""
+    weights = weights or ["-r", str(custom_run["ckpt"])]
+    argv = [*map(str, inputs), "-c", custom_run["config"], *weights, "-o", str(out_dir), "--device", "cpu",
+            *extra, "-u", *custom_run["overrides"]]
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):  # progress bar
+        assert run_script("predict.py", argv) == 0
+    return read_json(os.path.join(out_dir, "detections.json")), read_json(os.path.join(out_dir, "images.json"))["images"]
+
+
+def run_eval(custom_run, argv, report_path):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_script("eval.py", argv + ["--output-json", str(report_path)]) == 0
+    return read_json(report_path)
 
 
 def read_json(path):
@@ -61,10 +69,9 @@ def test_checkpoint_records_the_files_class_set(custom_run):
 def test_eval_reports_the_files_category_ids(custom_run, tmp_path):
     """eval.py maps labels with the checkpoint's class set, also when the val file lists fewer categories
     in another order (its own contiguous mapping would then give other ids)."""
-    import eval as eval_script
     base = ["-c", custom_run["config"], "-r", str(custom_run["ckpt"]), "--device", "cpu", "--fp-score", "0"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        report = eval_script.main(base + ["-u", *custom_run["overrides"], "--save-detections", str(tmp_path / "a.json")])
+    report = run_eval(custom_run, base + ["--save-detections", str(tmp_path / "a.json"), "-u", *custom_run["overrides"]],
+                      tmp_path / "a_report.json")
     full = read_json(tmp_path / "a.json")
     assert report["images"] == 4 and len(full) == 4 * 30
     assert {d["category_id"] for d in full} <= set(FILE_CLASSES)
@@ -75,9 +82,8 @@ def test_eval_reports_the_files_category_ids(custom_run, tmp_path):
     data["annotations"] = [a for a in data["annotations"] if a["category_id"] != 3]
     subset = tmp_path / "subset.json"
     subset.write_text(json.dumps(data))
-    with contextlib.redirect_stdout(io.StringIO()):
-        eval_script.main(base + ["-u", *custom_run["overrides"], f"val_dataloader.dataset.ann_file={subset}",
-                                 "--save-detections", str(tmp_path / "b.json")])
+    run_eval(custom_run, base + ["--save-detections", str(tmp_path / "b.json"), "-u", *custom_run["overrides"],
+                                 f"val_dataloader.dataset.ann_file={subset}"], tmp_path / "b_report.json")
     assert read_json(tmp_path / "b.json") == full
 
 
@@ -85,12 +91,10 @@ def test_predict_matches_eval_and_writes_loadable_coco_results(custom_run, tmp_p
     """Threshold 0 keeps every detection: predict.py must give eval.py's detections for a val image
     (same resize and scaling, boxes in the original pixels, the file's ids), and a results file
     that pycocotools loads against images.json."""
-    import eval as eval_script
     from pycocotools.coco import COCO
-    with contextlib.redirect_stdout(io.StringIO()):
-        eval_script.main(["-c", custom_run["config"], "-r", str(custom_run["ckpt"]), "--device", "cpu",
-                          "-u", *custom_run["overrides"], "--max-images", "1",
-                          "--save-detections", str(tmp_path / "eval.json")])
+    run_eval(custom_run, ["-c", custom_run["config"], "-r", str(custom_run["ckpt"]), "--device", "cpu",
+                          "--max-images", "1", "--save-detections", str(tmp_path / "eval.json"),
+                          "-u", *custom_run["overrides"]], tmp_path / "eval_report.json")
     from_eval = read_json(tmp_path / "eval.json")
     path = val_image(custom_run)
     detections, images = run_predict(custom_run, [path], tmp_path / "out", "--score-threshold", "0")
@@ -149,7 +153,7 @@ def xyxy(box):
 def label_extent(box, text, shape):
     """xyxy of the label text torchvision draws for `box` (font as predict.py chooses it)."""
     from PIL import ImageDraw, ImageFont
-    font_file, size = predict.label_font(*shape)
+    font_file, size = label_font(*shape)
     font = ImageFont.truetype(font_file, size) if font_file else ImageFont.load_default()
     margin = max(1, round(min(shape) / 250)) + 1                 # torchvision: box line width + 1
     x, y = int(box[0]), int(box[1])
@@ -176,11 +180,8 @@ def test_onnx_path_gives_the_pytorch_detections(custom_run, tmp_path):
     assert export.returncode == 0, export.stderr[-2000:]
     inputs = [val_image(custom_run, 0), val_image(custom_run, 2)]
     reference, _ = run_predict(custom_run, inputs, tmp_path / "torch", "--score-threshold", "0")
-    args = predict.parse_args([*inputs, "-c", custom_run["config"], "-r", str(custom_run["ckpt"]), "--onnx",
-                               str(onnx_file), "-o", str(tmp_path / "onnx"), "--score-threshold", "0", "--device",
-                               "cpu", "-u", *custom_run["overrides"]])
-    with contextlib.redirect_stderr(io.StringIO()):
-        onnx_dets, images = predict.run(args, log=lambda *a: None)
+    onnx_dets, images = run_predict(custom_run, inputs, tmp_path / "onnx", "--score-threshold", "0",
+                                    weights=["-r", str(custom_run["ckpt"]), "--onnx", str(onnx_file)])
     assert len(images) == 2 and len(onnx_dets) == len(reference) == 60
     # the 20 best of each image: near-tied scores may swap ranks or cross the top-30 boundary
     best = [d for i in (1, 2) for d in sorted((d for d in onnx_dets if d["image_id"] == i),
@@ -244,7 +245,7 @@ def test_missing_input_is_one_clear_message(custom_run, tmp_path):
     assert not (tmp_path / "o").exists()                   # checked before any work
 
 
-def test_bad_weights_and_inputs_are_named(custom_run, tmp_path):
+def test_bad_weights_and_inputs_are_named(custom_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "broken.onnx").write_text("not a model")
@@ -255,7 +256,9 @@ def test_bad_weights_and_inputs_are_named(custom_run, tmp_path):
              ([val_image(custom_run), "-r", str(tmp_path / "none.pth")], "-r file not found"),
              ([val_image(custom_run), "--score-threshold", "2"], "--score-threshold")]
     for argv, message in cases:
-        args = predict.parse_args([*argv, "-c", custom_run["config"], "-u", *custom_run["overrides"]]
-                                  + ([] if "-r" in argv or "--onnx" in argv else ["-r", str(custom_run["ckpt"])]))
-        with pytest.raises(predict.PredictError, match=re.escape(message)):
-            predict.run(args, log=lambda *a: None)
+        weights = [] if "-r" in argv or "--onnx" in argv else ["-r", str(custom_run["ckpt"])]
+        capsys.readouterr()
+        assert run_script("predict.py", [*argv, *weights, "-c", custom_run["config"], "-o", str(tmp_path / "o"),
+                                         "-u", *custom_run["overrides"]]) == 1, message
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (message, err)
