@@ -58,7 +58,8 @@ def test_two_process_ddp_keeps_ranks_identical_with_an_empty_rank(tmp_path):
 def _initial_params():
     import rtdetr_fine
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18_fine.yml"), [
-        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10"])
+        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10",
+        "postprocessor.num_top_queries=20"])
     torch.manual_seed(0)
     return torch.cat([p.detach().flatten() for p in rtdetr_fine.build_model(cfg).parameters()])
 
