@@ -12,6 +12,9 @@ Detections carry the val file's category ids, mapped from the model's labels wit
 checkpoint records (train.py writes it), else with the val file's categories (rtdetr_fine/classes.py).
 Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
 size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions.
+--output-json / --save-detections are checked before the evaluation starts; the report is written first,
+and a failed write of one file does not keep the other from being written. Errors (config, data,
+checkpoint, paths) end as one line on stderr with exit code 1 (rtdetr_fine/cli.py).
 """
 import argparse
 import json
@@ -21,15 +24,15 @@ import sys
 import torch
 
 import rtdetr_fine
+from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
-from rtdetr_fine.checkpoint import extract_state_dict, load_weights, read_checkpoint
+from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
 from rtdetr_fine.classes import apply_class_set, recorded_class_set
-from rtdetr_fine.config import ConfigError
 from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
 from rtdetr_fine.flops import count_flops, count_params
-from rtdetr_fine.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
+from rtdetr_fine.loaders import build_val_loader, check_data_paths, prepare_demo_data
 
 SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
 
@@ -54,20 +57,12 @@ def parse_args(argv=None):
 def main(argv=None):
     """Returns the report dict (on every rank; only rank 0 prints and writes files)."""
     args = parse_args(argv)
-    try:
-        cfg = rtdetr_fine.load_config(args.config, args.update)
-        cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
-    if args.max_images is not None and args.max_images < 1:
-        sys.exit(f"--max-images must be at least 1, got {args.max_images}")
-    if not cfg["demo"]["enabled"]:
-        try:   # before building anything, as train.py does
-            check_data_paths(cfg, ("val",))
-        except DataPathError as e:
-            sys.exit(str(e))
-    if not os.path.isfile(args.resume):
-        sys.exit(f"eval.py: checkpoint not found: {args.resume}")
+    check_arguments(args)
+    cfg = rtdetr_fine.load_config(args.config, args.update)
+    cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
+    if not cfg["demo"]["enabled"]:   # before building anything, as train.py does
+        check_data_paths(cfg, ("val",))
+    check_checkpoint_file(args.resume)   # missing, empty, not a checkpoint: before any work
 
     device, rank, _ = du.init_distributed(args.device)
     du.setup_logging(rank)
@@ -75,6 +70,22 @@ def main(argv=None):
         return run(args, cfg, device)
     finally:
         du.cleanup()
+
+
+def check_arguments(args):
+    """Argument ranges and output paths, before any work (a bad path must not cost an evaluation)."""
+    if args.max_images is not None and args.max_images < 1:
+        raise cli.UserError(f"--max-images must be at least 1, got {args.max_images}")
+    for flag, value in (("--fp-score", args.fp_score), ("--fp-iou", args.fp_iou)):
+        if not 0.0 <= value <= 1.0:
+            raise cli.UserError(f"{flag} must be in [0, 1], got {value}")
+    outputs = [(flag, path) for flag, path in (("--output-json", args.output_json),
+                                               ("--save-detections", args.save_detections)) if path]
+    for flag, path in outputs:
+        cli.check_output_file(path, flag)
+    if len(outputs) == 2 and os.path.abspath(outputs[0][1]) == os.path.abspath(outputs[1][1]):
+        raise cli.UserError(f"--output-json and --save-detections are the same file ({args.output_json}); "
+                            "give two names")
 
 
 def run(args, cfg, device):
@@ -91,6 +102,7 @@ def run(args, cfg, device):
 
     height, width = val_image_size(cfg)
     num_images = len(img_ids) if img_ids is not None else len(val_set)
+    cli.set_status("nothing written")
     params = count_params(model)
     gflops = val_gflops(model, height, width, device) if du.is_main() else None
     du.log(format_header(args, weights, params, gflops, (height, width), device, amp_dtype, num_images,
@@ -113,46 +125,31 @@ def run(args, cfg, device):
     du.log(format_false_positives(false_positives))
     du.log(format_ap_by_size(sizes))
     if du.is_main():
-        if args.save_detections:
-            write_json(args.save_detections, detections)
-            du.log(f"detections ({len(detections)}, COCO results format) -> {args.save_detections}")
-        if args.output_json:
-            write_json(args.output_json, report)
-            du.log(f"report -> {args.output_json}")
+        write_outputs([(args.output_json, report, "report"),
+                       (args.save_detections, detections, f"detections ({len(detections)}, COCO results format)")])
     du.barrier()
     return report
 
 
 def checkpoint_class_set(args, cfg):
-    try:
-        return recorded_class_set(args.resume, cfg["num_classes"])
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"eval.py: {e}")
+    return recorded_class_set(args.resume, cfg["num_classes"])
 
 
 def load_checkpoint_or_exit(model, path, config_path, num_classes):
-    """load_weights (EMA first) -> 'ema' | 'model' | 'state_dict'; a checkpoint that does not fit
-    the model exits with one readable message (no traceback)."""
+    """load_weights (EMA first) -> 'ema' | 'model' | 'state_dict'. A checkpoint that does not fit the
+    model is a ValueError saying why: another architecture (what the checkpoint looks like next to what
+    the config builds), or, when only the class heads differ, another num_classes."""
     try:
         return load_weights(model, path, prefer_ema=True, log=du.log)
-    except (ValueError, FileNotFoundError) as e:
-        trained_classes = checkpoint_num_classes(path)
-        if trained_classes is not None and trained_classes != num_classes:
-            sys.exit(f"eval.py: checkpoint {path} was trained for {trained_classes} classes, but config "
-                     f"{config_path} has num_classes={num_classes}, so its class heads do not fit the model "
-                     f"(e.g. decoder.enc_score_head.weight is [{trained_classes}, hidden_dim] in the checkpoint). "
-                     f"Evaluate it with the config it was trained with, or add -u num_classes={trained_classes}.")
-        sys.exit(f"eval.py: cannot evaluate checkpoint {path} with config {config_path}: {e}")
-
-
-def checkpoint_num_classes(path):
-    """Classes of the checkpoint's encoder score head (EMA weights first), or None if unreadable."""
-    try:
-        state, _ = extract_state_dict(read_checkpoint(path))
-    except (ValueError, FileNotFoundError):
-        return None
-    head = state.get("decoder.enc_score_head.weight", state.get("module.decoder.enc_score_head.weight"))
-    return int(head.shape[0]) if head is not None and head.dim() == 2 else None
+    except CheckpointMismatchError as e:
+        trained = e.checkpoint_classes
+        if e.only_class_heads and trained is not None and trained != num_classes:
+            raise cli.UserError(
+                f"checkpoint {path} was trained for {trained} classes, but config {config_path} has "
+                f"num_classes={num_classes}, so its class heads do not fit the model (e.g. "
+                f"decoder.enc_score_head.weight is [{trained}, hidden_dim] in the checkpoint). Evaluate it with "
+                f"the config it was trained with, or add -u num_classes={trained}.") from None
+        raise ValueError(f"cannot evaluate with config {config_path}: {e}") from None
 
 
 def val_image_size(cfg):
@@ -175,7 +172,7 @@ def format_header(args, weights, params, gflops, size, device, amp_dtype, num_im
         f"weights     {weights}",
         f"model       {params:,} parameters, {flops} at {size[0]}x{size[1]} (one image, 2 x MAC)",
         f"device      {device} x {du.world_size()}, {precision}",
-        f"images      {num_images} ({ann_file})" + (f", first {args.max_images} only" if args.max_images else ""),
+        f"images      {num_images} ({ann_file})" + max_images_note(args.max_images, num_images),
         f"backend     {args.backend}",
     ])
 
@@ -184,12 +181,34 @@ def format_summary(stats):
     return "  ".join(f"{k} {stats[k]:.4f}" for k in SUMMARY_NAMES)
 
 
+def max_images_note(max_images, used):
+    if max_images is None:
+        return ""
+    if max_images > used:
+        return f"; --max-images {max_images}: the set has only {used}, all used"
+    return f", the first {used} only (--max-images)"
+
+
+def write_outputs(outputs):
+    """[(path or None, object, what)]: write each as JSON; one failing does not stop the others
+    (the error names every file that could not be written)."""
+    failed = []
+    for path, obj, what in outputs:
+        if not path:
+            continue
+        try:
+            write_json(path, obj)
+            du.log(f"{what} -> {path}")
+        except OSError as e:
+            failed.append(f"{path}: {e.strerror or e}")
+    if failed:
+        raise OSError("could not write " + "; ".join(failed))
+
+
 def write_json(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f)
+    cli.prepare_output_file(path)
+    cli.write_text_atomic(path, json.dumps(obj))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_main(main, prog="eval.py"))

@@ -16,8 +16,7 @@ The work is done by rtdetr_fine/deploy.py; this file is the command line.
 import argparse
 import sys
 
-from rtdetr_fine import deploy
-from rtdetr_fine.config import ConfigError
+from rtdetr_fine import cli, deploy
 
 
 def parse_args(argv=None):
@@ -58,7 +57,7 @@ def run(args, log=print):
         input_hw(args.input_size, divisor=1)      # shape errors before building; stride checked below
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    deploy.prepare_output_path(args.output)
+    deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
     batch_size = 1 if args.dynamic else args.batch_size
@@ -85,15 +84,8 @@ def run(args, log=print):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (ConfigError, FileNotFoundError, ValueError, OSError, ImportError) as e:
-        # user errors (bad config, paths, checkpoints, sizes): one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_main(main, prog="export_onnx.py"))
