@@ -37,7 +37,7 @@ def test_voc07_plus_12_converts_into_one_coco_file(tmp_path):
     out = tmp_path / "annotations" / "voc0712_trainval.json"
     assert voc_to_coco.main([str(tmp_path), "--sets", "2007/trainval", "2012/trainval", "-o", str(out)]) == 0
     dataset = CocoDetection(str(tmp_path), str(out), num_classes=20)
-    assert len(dataset) == 2 and dataset.num_categories == 20
+    assert len(dataset) == 2 and dataset.classes.num_classes == 20
     image, target = dataset[0]
     assert image.size == (60, 40)
     assert target["boxes"].tolist() == [[10.0, 5.0, 30.0, 25.0]]        # 1-based inclusive -> continuous
