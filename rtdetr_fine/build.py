@@ -1,4 +1,5 @@
 """Plain builders: config dict -> model, criterion, postprocessor. Nothing is built elsewhere."""
+from .anydepth import convert_to_anydepth
 from .backbone import PResNet, load_pretrained_backbone
 from .criterion import SetCriterion
 from .decoder import RTDETRTransformer
@@ -42,10 +43,13 @@ def build_decoder(cfg):
 
 
 def build_model(cfg):
-    """RT-DETR (with FINE in the encoder when cfg['fine']['enabled'])."""
+    """RT-DETR (with FINE in the encoder when cfg['fine']['enabled']; any-depth when cfg['anydepth']['enabled'])."""
     backbone = build_backbone(cfg)
     encoder = build_encoder(cfg, backbone.out_channels)
-    return RTDETR(backbone, encoder, build_decoder(cfg))
+    model = RTDETR(backbone, encoder, build_decoder(cfg))
+    if cfg["anydepth"]["enabled"]:
+        model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"])
+    return model
 
 
 def build_criterion(cfg):

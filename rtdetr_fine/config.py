@@ -34,6 +34,10 @@ DEFAULTS = {
         "modulation": "multiply",           # multiply (Eq. 8) | residual (revised FINE)
         "num_heads": 8, "ffn_ratio": 4,
     },
+    "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
+        "enabled": False,
+        "min_decoder_layers": None,     # decoder layers of the `min` depth; null = all the full model runs
+    },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256], "feat_strides": [8, 16, 32],
         "num_levels": 3, "num_decoder_points": 4, "nhead": 8, "num_decoder_layers": 6,
@@ -175,6 +179,16 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: fine.attention must be one of {ATTENTION_MODES}, got {fine['attention']!r}")
     if fine["modulation"] not in MODULATIONS:
         raise ConfigError(f"{path}: fine.modulation must be one of {MODULATIONS}, got {fine['modulation']!r}")
+    anydepth = cfg["anydepth"]
+    if anydepth["min_decoder_layers"] is not None and (
+            isinstance(anydepth["min_decoder_layers"], bool) or not isinstance(anydepth["min_decoder_layers"], int)
+            or not 1 <= anydepth["min_decoder_layers"] <= cfg["decoder"]["num_decoder_layers"]):
+        raise ConfigError(f"{path}: anydepth.min_decoder_layers must be null or a number of layers from 1 to "
+                          f"decoder.num_decoder_layers={cfg['decoder']['num_decoder_layers']}, "
+                          f"got {anydepth['min_decoder_layers']!r}")
+    if anydepth["enabled"] and cfg["sync_bn"]:
+        raise ConfigError(f"{path}: sync_bn with anydepth.enabled is not supported yet (SyncBatchNorm conversion "
+                          "would replace the switchable norms); set sync_bn: false")
     if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
         raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
 
