@@ -130,3 +130,20 @@ def test_unknown_override_key_is_named():
     with pytest.raises(SystemExit) as e:
         train.main(["-c", DEMO, "-u", "optimizer.learning_rate=1"])
     assert "optimizer.learning_rate" in str(e.value)
+
+
+def test_anydepth_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path):
+    out = tmp_path / "out"
+    train.main(tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "min"])
+    log = read_log(out)
+    assert log[0]["val_depth"] == "min (backbone=1,1,1,1 neck=1 decoder=3)"
+    state = torch.load(out / "last.pth", weights_only=True)["model"]
+    # training ran at full depth: the main norms moved from their init (1), their twins (only used by
+    # the evaluation at `min`, in eval mode) did not
+    for norm in ("backbone.res_layers.0.blocks.0.branch2a.norm", "encoder.lateral_convs.0.norm"):
+        assert not torch.equal(state[f"{norm}.weight"], torch.ones_like(state[f"{norm}.weight"])), norm
+        assert torch.equal(state[f"{norm}.skip.weight"], torch.ones_like(state[f"{norm}.skip.weight"])), norm
+    with pytest.raises(SystemExit, match="decoder=9, but the model has 3 decoder layers"):
+        train.main(tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "decoder=9"])
+    with pytest.raises(SystemExit, match="needs an any-depth config"):
+        train.main(tiny_demo(tmp_path, out, "epochs=1") + ["--depth", "min"])
