@@ -349,3 +349,19 @@ def test_r50_min_costs_about_0_6x_of_full_at_640():
     set_depth(model, "min")
     small = count_flops(model, x)
     assert 0.55 < small / full < 0.65, small / full
+
+
+def test_fine_runs_with_its_own_norms_at_every_depth():
+    from rtdetr_fine.fine import FINE
+    model = build("rtdetr_r18_fine_anydepth").eval()
+    fine = [m for m in model.modules() if isinstance(m, FINE)]
+    assert len(fine) == 2 and not any(isinstance(m, SwitchableNorm) for f in fine for m in f.modules())
+    calls = []
+    for f in fine:
+        f.register_forward_hook(lambda *_: calls.append(1))
+    for spec in ("full", "min"):
+        calls.clear()
+        set_depth(model, spec)
+        with torch.no_grad():
+            model(torch.rand(1, 3, 128, 128))
+        assert len(calls) == 2, spec

@@ -40,3 +40,16 @@ def test_bad_values_are_errors(tmp_path):
         rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["epochs=many"])
     with pytest.raises(ConfigError, match="not found"):
         rtdetr_fine.load_config(str(tmp_path / "missing.yml"))
+
+
+def test_anydepth_is_off_by_default_and_on_in_its_configs():
+    assert rtdetr_fine.load_config(config_path("rtdetr_r50.yml"))["anydepth"] == {
+        "enabled": False, "min_decoder_layers": None}
+    for name, base, layers in [("rtdetr_r50_anydepth.yml", "rtdetr_r50.yml", 4),
+                               ("rtdetr_r18_anydepth.yml", "rtdetr_r18.yml", 2),
+                               ("rtdetr_r18_fine_anydepth.yml", "rtdetr_r18_fine.yml", 2)]:
+        cfg, ref = rtdetr_fine.load_config(config_path(name)), rtdetr_fine.load_config(config_path(base))
+        assert cfg["anydepth"] == {"enabled": True, "min_decoder_layers": layers}
+        # the rest is the base config's
+        assert {k: v for k, v in cfg.items() if k not in ("anydepth", "output_dir")} == \
+            {k: v for k, v in ref.items() if k not in ("anydepth", "output_dir")}
