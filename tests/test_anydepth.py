@@ -83,7 +83,7 @@ def test_full_depth_equals_the_baseline_exactly_in_float64():
     checked against the official model in test_conformance.py)."""
     state = fill(read_keys(os.path.join(FIXTURES, "rtdetr_r18vd_keys.tsv")), seed=0)
     fx = torch.load(os.path.join(FIXTURES, "rtdetr_r18vd_seed0.pt"), weights_only=False)
-    images = torch.nn.functional.interpolate(fx["images_uint8"][:1].double() / 255, size=(256, 256), mode="bilinear")
+    images = torch.nn.functional.interpolate(fx["images_uint8"][:1].double() / 255, size=(128, 128), mode="bilinear")
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["backbone.pretrained=null"])
     baseline = rtdetr_fine.build_model(cfg).double().eval()
     baseline.load_state_dict(state)
@@ -255,15 +255,10 @@ def test_state_dict_round_trips(r18, tmp_path):
     torch.manual_seed(1)
     other = build("rtdetr_r18_anydepth").eval()
     load_weights(other, str(path))                   # strict: every twin is in the checkpoint
+    assert list(other.state_dict()) == list(r18.state_dict())
     for k, v in other.state_dict().items():
         assert torch.equal(v, r18.state_dict()[k]), k
-    x = torch.rand(1, 3, 128, 128)
-    for spec in ("full", "min"):
-        set_depth(r18, spec)
-        set_depth(other, spec)
-        with torch.no_grad():
-            assert torch.equal(r18(x)["pred_boxes"], other(x)["pred_boxes"])
-    set_depth(r18, "full")
+    assert get_depth(other) == other.anydepth.full     # the depth is a setting, not a weight
 
 
 def test_finetune_from_a_baseline_checkpoint_starts_twins_from_their_main_norms(tmp_path):
