@@ -16,11 +16,9 @@ go below opset 18 for this model.
 
 The spatial size H x W is fixed at export (anchors and sampling grids are
 constants for it); the batch is fixed (--batch-size) or dynamic (--dynamic).
-FINE modules are traced with `fixed_size` on (constant position embeddings,
-upsampling by constant scales, feed-forward as 1x1 convs; same outputs), and the
-backbone's even-sized shortcut poolings without ceil_mode (see fixed_size()): the
-forms onnxruntime runs fastest on CPU. --check compares against the model as
-trained.
+The backbone's even-sized shortcut poolings are traced without ceil_mode (see
+fixed_size()), a form onnxruntime runs faster on CPU. --check compares against
+the model as trained.
 
     python export_onnx.py -c configs/rtdetr_r18_fine.yml -r ckpt.pth -o model.onnx --check
     python export_onnx.py -c configs/rtdetr_r18.yml -o r18.onnx --dynamic --simplify
@@ -37,7 +35,6 @@ from torch import nn
 
 import rtdetr_fine
 from rtdetr_fine.checkpoint import load_weights
-from rtdetr_fine.fine import FINE
 
 INPUT_NAMES = ["images", "orig_target_sizes"]
 OUTPUT_NAMES = ["labels", "boxes", "scores"]
@@ -91,27 +88,18 @@ def example_inputs(batch_size, height, width, seed=0):
 def fixed_size(model):
     """Trace-time forms for one fixed input size (a multiple of 32); the outputs do not change.
 
-    * FINE modules read feature-map sizes as constants (see FINE.fixed_size): the
-      RT-DETR graph is fixed-size anyway (anchors, sampling grids); this lets FINE's
-      position embeddings and upsampling scales fold into constants too.
-    * The backbone's shortcut AvgPool2d(2, 2, ceil_mode=True) is traced with
-      ceil_mode=False. Its inputs are at strides 4, 8 and 16 of an input that is a
-      multiple of 32, so they have even sizes and ceil_mode changes nothing; but
-      onnxruntime runs ceil_mode pooling outside its blocked conv layout, which cost
-      ~4% of the R18 latency here (layout conversions around three poolings).
+    The backbone's shortcut AvgPool2d(2, 2, ceil_mode=True) is traced with
+    ceil_mode=False. Its inputs are at strides 4, 8 and 16 of an input that is a
+    multiple of 32, so they have even sizes and ceil_mode changes nothing; but
+    onnxruntime runs ceil_mode pooling outside its blocked conv layout.
     """
-    fine_modules = [m for m in model.modules() if isinstance(m, FINE)]
     ceil_pools = [m for name, m in model.named_modules()
                   if ".backbone." in f".{name}." and isinstance(m, nn.AvgPool2d) and m.ceil_mode]
-    for m in fine_modules:
-        m.fixed_size = True
     for m in ceil_pools:
         m.ceil_mode = False
     try:
         yield model
     finally:
-        for m in fine_modules:
-            m.fixed_size = False
         for m in ceil_pools:
             m.ceil_mode = True
 

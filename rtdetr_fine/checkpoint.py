@@ -52,6 +52,24 @@ def extract_state_dict(ckpt, prefer_ema=True):
                      f"(top-level keys: {sorted(ckpt)[:10]})")
 
 
+# Other layouts of the same weights: (prefix in the checkpoint, prefix in this model).
+PREFIX_RENAMES = (
+    ("module.", ""),                                  # saved from a DistributedDataParallel wrapper
+    ("encoder.sa_cross_attn.", "encoder.fine."),      # the FINE authors' RT-DETR (HyungseopLee/FINE-FPN)
+)
+
+
+def canonical_names(state):
+    """A state dict with the names this model uses (see PREFIX_RENAMES)."""
+    out = {}
+    for name, value in state.items():
+        for old, new in PREFIX_RENAMES:
+            if name.startswith(old):
+                name = new + name[len(old):]
+        out[name] = value
+    return out
+
+
 def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
     """Load a checkpoint into `model`.
 
@@ -62,7 +80,7 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
     Returns which weights were loaded ('ema', 'model' or 'state_dict').
     """
     state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = canonical_names(state)
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     unexpected = [k for k in state if k not in own]

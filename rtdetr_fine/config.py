@@ -32,7 +32,8 @@ DEFAULTS = {
         "enabled": False,
         "attention": "linear_bottleneck",   # quadratic | linear | linear_bottleneck
         "modulation": "multiply",           # multiply (Eq. 8) | residual (revised FINE)
-        "num_heads": 8, "ffn_ratio": 4,
+        "num_heads": 16, "ffn_ratio": 4,    # the FINE authors' RT-DETR modules: 16 heads of 16 channels
+        "upsample": "bilinear",             # F_{l+1} before the fusion: bilinear (the authors' RT-DETR) | nearest
     },
     "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
         "enabled": False,
@@ -179,6 +180,8 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: fine.attention must be one of {ATTENTION_MODES}, got {fine['attention']!r}")
     if fine["modulation"] not in MODULATIONS:
         raise ConfigError(f"{path}: fine.modulation must be one of {MODULATIONS}, got {fine['modulation']!r}")
+    if fine["upsample"] not in ("nearest", "bilinear"):
+        raise ConfigError(f"{path}: fine.upsample must be nearest or bilinear, got {fine['upsample']!r}")
     anydepth = cfg["anydepth"]
     if anydepth["min_decoder_layers"] is not None and (
             isinstance(anydepth["min_decoder_layers"], bool) or not isinstance(anydepth["min_decoder_layers"], int)

@@ -14,6 +14,12 @@ from .layers import ConvNormLayer, get_activation
 from .position_encoding import sincos_2d
 
 
+def upsample_2x(x, mode):
+    """F_{l+1} [B, C, h, w] -> [B, C, 2h, 2w] for the top-down fusion ("nearest" | "bilinear",
+    the latter with align_corners False)."""
+    return F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False if mode == "bilinear" else None)
+
+
 class TransformerEncoderLayer(nn.Module):
     """Post-norm self-attention + feed-forward layer; the position embedding is added to Q and K."""
 
@@ -130,9 +136,13 @@ class HybridEncoder(nn.Module):
             CSPRepLayer(hidden_dim * 2, hidden_dim, blocks, expansion, act) for _ in range(n - 1))
 
         # FINE: one module per top-down fusion, in the order the loop visits them (coarse to fine).
-        # Absent (not just disabled) when off, so the state dict stays the official one.
+        # Absent (not just disabled) when off, so the state dict stays the official one. The FINE
+        # authors' RT-DETR also upsamples F_{l+1} bilinearly for the fusion ("Ours" in their
+        # top-down loop); the official baseline upsamples it nearest.
+        self.upsample_mode = "nearest"
         if fine and fine.get("enabled", False):
             self.fine = nn.ModuleList(self._build_fine(fine, idx) for idx in range(n - 1, 0, -1))
+            self.upsample_mode = fine.get("upsample", "nearest")
 
     def _build_fine(self, cfg, idx):
         """FINE refining level idx-1 with level idx; the bottleneck pools both to the coarsest map."""
@@ -162,7 +172,7 @@ class HybridEncoder(nn.Module):
             feat_low = feats[idx - 1]                                              # P_l
             if hasattr(self, "fine"):
                 feat_low = self.fine[j](feat_low, feat_high)                       # FINE, Eq. 2/8
-            upsampled = F.interpolate(feat_high, scale_factor=2.0, mode="nearest")
+            upsampled = upsample_2x(feat_high, self.upsample_mode)
             inner_outs.insert(0, self.fpn_blocks[j](torch.cat([upsampled, feat_low], dim=1)))
         return inner_outs
 

@@ -3,10 +3,8 @@ import os
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import export_onnx
-from rtdetr_fine.fine import FINE, upsample_bilinear
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -29,7 +27,7 @@ TENSORRT10_OPS = {
     "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "Greater",
     "GreaterOrEqual", "GridSample", "HardSigmoid", "HardSwish", "Identity", "LayerNormalization", "LeakyRelu",
     "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad",
-    "Pow", "Range", "Reciprocal", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape",
+    "Pow", "Range", "Reciprocal", "ReduceL1", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape",
     "Resize", "ScatterElements", "ScatterND", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Split", "Sqrt",
     "Squeeze", "Sub", "Tanh", "Tile", "TopK", "Transpose", "Unsqueeze", "Where",
 }
@@ -81,19 +79,6 @@ def test_opset_17_interface_and_tensorrt_op_set(exported, mode):
     assert not unsupported, f"{mode}: ops outside the TensorRT 10 list: {sorted(unsupported)}"
 
 
-def test_fixed_size_fine_graph_has_constant_positions_and_scales(exported):
-    """At a fixed export size FINE's position embeddings are constants and Eq. 7 is one Resize by
-    constant scales (what onnxruntime can run in its blocked layout), not by computed sizes."""
-    graph = onnx.load(exported["linear_bottleneck"][1]).graph
-    nodes = [n for n in graph.node if "/fine" in n.name]
-    assert nodes and not {n.op_type for n in nodes} & {"Sin", "Cos", "Range"}
-    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    resizes = [n for n in nodes if n.op_type == "Resize"]
-    assert len(resizes) == 2
-    for node in resizes:
-        assert (len(node.input) == 3 or not node.input[3]) and node.input[2] in constants
-
-
 def test_backbone_shortcut_pools_export_without_ceil_mode_and_are_restored(exported):
     """The even-sized shortcut poolings are traced with ceil_mode=0 (same numbers at multiples of
     32, checked by the agreement tests; onnxruntime then keeps them in its blocked layout), and
@@ -119,25 +104,6 @@ def test_match_detections_ignores_order_but_not_tolerance():
     moved = boxes.copy()
     moved[0, 0, 0] += 0.6
     assert export_onnx.match_detections(reference, (labels, moved, scores)) == pytest.approx(2 / 3)
-
-
-@pytest.mark.parametrize("size_in, size_out", [((20, 20), (80, 80)), ((5, 7), (10, 14)), ((3, 4), (24, 32)),
-                                               ((6, 9), (13, 20)), ((5, 7), (15, 21))])
-def test_fixed_size_upsampling_equals_interpolate(size_in, size_out):
-    """Integer factors use constant scales; other sizes fall back to the output size."""
-    x = torch.randn(2, 8, *size_in, dtype=torch.float64)
-    expected = F.interpolate(x, size=size_out, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(upsample_bilinear(x, size_out, fixed_size=True), expected)
-
-
-def test_fixed_size_fine_computes_the_same():
-    torch.manual_seed(0)
-    module = FINE(64, 64, attention="linear_bottleneck", low_pool=4, high_pool=2).eval()
-    low, high = torch.randn(2, 64, 32, 24), torch.randn(2, 64, 16, 12)
-    with torch.no_grad():
-        expected = module(low, high)
-        module.fixed_size = True
-        torch.testing.assert_close(module(low, high), expected)
 
 
 def test_cli_loads_checkpoint_simplifies_and_checks(tmp_path, capsys):

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rtdetr_fine.fine import (ATTENTION_MODES, FINE, MODULATIONS, CrossLevelAttention, RMSNorm, l1_kernel,
-                              linear_attention, softmax_attention)
+from rtdetr_fine.fine import (ATTENTION_MODES, FINE, MODULATIONS, RMSNorm, flatten_tokens, l1_kernel,
+                              linear_attention, position_embedding, softmax_attention)
 
 C = 256
 
@@ -27,16 +27,23 @@ def num_params(*modules):
 
 # ----------------------------------------------------------------------------- parameters
 
-@pytest.mark.parametrize("attention, expected", [("linear_bottleneck", 1_579_584),
-                                                 ("linear", 1_579_584),
+@pytest.mark.parametrize("attention, expected", [("linear_bottleneck", 1_579_552),
+                                                 ("linear", 1_579_552),
                                                  ("quadratic", 1_579_520)])
 def test_two_module_param_count(attention, expected):
+    """Projections 4 x 65,792, FFN 525,568, LayerNorms 1,024 per module; + RMSNorm 16 when linear.
+    The quadratic pair's 1,579,520 is what the authors' quadratic RT-DETR log prints (21,763,984 in all)."""
     assert num_params(*rtdetr_pair(attention)) == expected
 
 
 def test_rmsnorm_is_per_head_only_in_linear_modes():
-    assert FINE(C, C, attention="linear").attn.head_norm.weight.shape == (C // 8,)
-    assert FINE(C, C, attention="quadratic").attn.head_norm is None
+    assert FINE(C, C, attention="linear").attn_norm.weight.shape == (C // 16,)
+    assert not hasattr(FINE(C, C, attention="quadratic"), "attn_norm")
+
+
+def test_parameter_names_are_the_authors():
+    names = {k.split(".")[0] for k in FINE(C, C).state_dict()}
+    assert names == {"q_proj", "k_proj", "v_proj", "out_proj", "attn_norm", "linear1", "linear2", "norm1", "norm2"}
 
 
 def test_high_level_channels_projected_by_1x1_conv():
@@ -51,8 +58,18 @@ def test_high_level_channels_projected_by_1x1_conv():
 
 def test_l1_kernel_normalises_each_channel_over_tokens():
     x = torch.randn(2, 8, 50, 32, dtype=torch.float64)
-    channel_l1 = l1_kernel(x, eps=0.0).abs().sum(dim=-2)   # [2, 8, 32]
+    channel_l1 = l1_kernel(x).abs().sum(dim=-2)   # [2, 8, 32]
     torch.testing.assert_close(channel_l1, torch.ones_like(channel_l1))
+
+
+def test_l1_kernel_divides_by_the_norm_clamped_at_eps():
+    """x / max(sum|x|, eps): a channel whose l1 norm is below eps is divided by eps, not by norm + eps."""
+    x = torch.zeros(1, 1, 4, 2, dtype=torch.float64)
+    x[0, 0, :, 0] = torch.tensor([1.0, -1.0, 2.0, 0.0])          # l1 norm 4
+    x[0, 0, :, 1] = torch.tensor([1e-8, 0.0, -1e-8, 0.0])         # l1 norm 2e-8 < eps
+    out = l1_kernel(x, eps=1e-6)
+    torch.testing.assert_close(out[0, 0, :, 0], x[0, 0, :, 0] / 4)
+    torch.testing.assert_close(out[0, 0, :, 1], x[0, 0, :, 1] / 1e-6)
 
 
 def test_linear_attention_equals_explicit_quadratic_form():
@@ -62,8 +79,8 @@ def test_linear_attention_equals_explicit_quadratic_form():
     k = torch.randn(2, 8, 24, 32, dtype=torch.float64)
     v = torch.randn(2, 8, 24, 32, dtype=torch.float64)
     eps = 1e-6
-    q_hat = q / (q.abs().sum(dim=2, keepdim=True) + eps)
-    k_hat = k / (k.abs().sum(dim=2, keepdim=True) + eps)
+    q_hat = q / q.abs().sum(dim=2, keepdim=True).clamp_min(eps)
+    k_hat = k / k.abs().sum(dim=2, keepdim=True).clamp_min(eps)
     similarity = q_hat @ k_hat.transpose(-2, -1)            # [2, 8, 60, 24], the O(N_l N_h) matrix
     expected = similarity @ v
     torch.testing.assert_close(linear_attention(q, k, v, eps=eps), expected, rtol=1e-10, atol=1e-10)
@@ -79,32 +96,48 @@ def test_softmax_attention_equals_explicit_formula():
     torch.testing.assert_close(softmax_attention(q, k, v), weights @ v, rtol=1e-10, atol=1e-10)
 
 
-def test_quadratic_cross_attention_matches_nn_multihead_attention():
+def test_quadratic_cross_attention_matches_nn_multihead_attention_with_positions_on_q_k_and_v():
+    """Q from P_l + pos(P_l's grid), K and V from F_{l+1} + pos(F_{l+1}'s grid), softmax over keys."""
     torch.manual_seed(0)
-    ours = CrossLevelAttention(64, num_heads=8, linear=False).double()
+    ours = FINE(64, 64, num_heads=8, attention="quadratic").double()
     ref = nn.MultiheadAttention(64, 8, batch_first=True).double()
     with torch.no_grad():
         ref.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
         ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
         ref.out_proj.weight.copy_(ours.out_proj.weight)
         ref.out_proj.bias.copy_(ours.out_proj.bias)
-    query = torch.randn(2, 30, 64, dtype=torch.float64)
-    key = torch.randn(2, 12, 64, dtype=torch.float64)
-    value = torch.randn(2, 12, 64, dtype=torch.float64)
-    expected, _ = ref(query, key, value, need_weights=False)
-    torch.testing.assert_close(ours(query, key, value), expected, rtol=1e-10, atol=1e-10)
+    low, high = torch.randn(2, 64, 6, 5, dtype=torch.float64), torch.randn(2, 64, 3, 4, dtype=torch.float64)
+    query = flatten_tokens(low) + position_embedding(low)
+    key = flatten_tokens(high) + position_embedding(high)
+    expected, _ = ref(query, key, key, need_weights=False)
+    torch.testing.assert_close(ours.cross_attention(low, high), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_norms_sit_on_the_branch_before_each_residual_add():
+    """A = x + norm2(FFN(x)) with x = P + norm1(attention): checked by replacing the branches."""
+    torch.manual_seed(0)
+    module = FINE(64, 64, num_heads=8, attention="linear").double().eval()
+    low, high = torch.randn(1, 64, 4, 4, dtype=torch.float64), torch.randn(1, 64, 2, 2, dtype=torch.float64)
+    tokens = flatten_tokens(low)
+    x = tokens + module.norm1(module.cross_attention(low, high))
+    a = x + module.norm2(module.linear2(F.gelu(module.linear1(x))))
+    with torch.no_grad():
+        torch.testing.assert_close(module.attention_map(low, high), a.transpose(1, 2).reshape(1, 64, 4, 4))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_rmsnorm_matches_torch(dtype):
+@pytest.mark.parametrize("eps", [None, 1e-6])
+def test_rmsnorm_matches_torch(dtype, eps):
+    """Default eps = the dtype's machine epsilon, as nn.RMSNorm (and the authors' module) uses."""
     torch.manual_seed(0)
-    ours = RMSNorm(32, eps=1e-6).to(dtype)
-    ref = nn.RMSNorm(32, eps=1e-6).to(dtype)
+    ours = RMSNorm(32, eps=eps).to(dtype)
+    ref = nn.RMSNorm(32, eps=eps).to(dtype)
     with torch.no_grad():
         ours.weight.normal_()
         ref.weight.copy_(ours.weight)
-    x = torch.randn(2, 8, 50, 32, dtype=dtype) * 3
-    torch.testing.assert_close(ours(x), ref(x))
+    for scale in (3.0, 1e-4):   # mean squares ~9 and ~1e-8: the second is where eps matters
+        x = torch.randn(2, 8, 50, 32, dtype=dtype) * scale
+        torch.testing.assert_close(ours(x), ref(x))
 
 
 # ----------------------------------------------------------------------------- shapes and modes

@@ -22,9 +22,9 @@ def test_r18_fine_adds_about_1_58m_params_and_r50_reaches_44_47m():
     r18 = _params(rtdetr_fine.build_model(_cfg("rtdetr_r18_fine.yml")))
     r50 = _params(rtdetr_fine.build_model(_cfg("rtdetr_r50_fine.yml")))
     assert abs((r18 - R18_PARAMS) - 1_580_000) <= 0.01 * 1_580_000      # paper: 20.2M -> 21.8M
-    assert r18 - R18_PARAMS == 1_579_584                                 # two modules, linear + RMSNorm
+    assert r18 - R18_PARAMS == 1_579_552                                 # two modules, linear + RMSNorm (16)
     assert abs(r50 - 44_470_000) <= 0.01 * 44_470_000                    # paper: 44.5M
-    assert r50 - R50_PARAMS == 1_579_584
+    assert r50 - R50_PARAMS == 1_579_552
 
 
 def test_fine_disabled_or_absent_keeps_the_official_state_dict():
@@ -69,6 +69,37 @@ def test_fine_refines_the_low_level_map_before_each_top_down_fusion(monkeypatch)
         assert low.shape[-1] == low_size and high.shape[-1] == low_size // 2
         assert refined.shape == low.shape
         assert torch.equal(seen[("fpn", j)][:, 64:], refined)          # concat([upsampled F, refined P])
+
+
+@pytest.mark.parametrize("config, fine_on, mode", [("rtdetr_r18.yml", False, "nearest"),
+                                                   ("rtdetr_r18_fine.yml", True, "bilinear"),
+                                                   ("rtdetr_r50_fine.yml", True, "bilinear")])
+def test_top_down_upsampling_is_bilinear_with_fine_as_the_authors_wired_it(config, fine_on, mode):
+    """F_{l+1} (the lateral conv's output) is upsampled 2x before the concatenation: nearest in the
+    official baseline, bilinear (align_corners False) in the FINE authors' RT-DETR."""
+    torch.manual_seed(0)
+    cfg = _cfg(config, "decoder.num_queries=10", "postprocessor.num_top_queries=10")
+    enc = rtdetr_fine.build_model(cfg).encoder.eval()
+    assert hasattr(enc, "fine") == fine_on and enc.upsample_mode == mode
+    seen = {}
+    for j, (lateral, fpn) in enumerate(zip(enc.lateral_convs, enc.fpn_blocks)):
+        lateral.register_forward_hook(lambda m, i, o, j=j: seen.__setitem__(("lateral", j), o))
+        fpn.register_forward_hook(lambda m, i, o, j=j: seen.__setitem__(("fpn", j), i[0]))
+    feats = [torch.rand(1, c, 64 // s, 64 // s) for c, s in zip(cfg["encoder"]["in_channels"], (1, 2, 4))]
+    with torch.no_grad():
+        enc(feats)
+    for j in range(2):
+        high = seen[("lateral", j)]
+        expected = torch.nn.functional.interpolate(high, scale_factor=2.0, mode=mode,
+                                                   **({"align_corners": False} if mode == "bilinear" else {}))
+        torch.testing.assert_close(seen[("fpn", j)][:, :256], expected, rtol=0, atol=0)
+
+
+def test_fine_upsample_nearest_is_selectable():
+    enc = rtdetr_fine.build_model(_cfg("rtdetr_r18_fine.yml", "fine.upsample=nearest")).encoder
+    assert enc.upsample_mode == "nearest"
+    with pytest.raises(rtdetr_fine.ConfigError, match="fine.upsample"):
+        _cfg("rtdetr_r18_fine.yml", "fine.upsample=bicubic")
 
 
 @pytest.mark.parametrize("size", [(640, 640), (512, 768)])
