@@ -19,14 +19,14 @@ import torch
 
 import rtdetr_fine
 from rtdetr_fine import distributed as du
-from rtdetr_fine.anydepth import describe_depth, layout_of, resolve_depths, using_depth
+from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
 from rtdetr_fine.checkpoint import load_weights, read_checkpoint, save_atomic
 from rtdetr_fine.config import ConfigError, dump_config
 from rtdetr_fine.data import CocoFormatError
 from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
-                                 prepare_demo_data, set_epoch)
+                                 describe_batch, prepare_demo_data, set_epoch)
 from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler, unwrap
 
 
@@ -96,7 +96,10 @@ def run(args, cfg, device, rank, world):
     if args.tuning:
         load_weights(model, args.tuning, finetune=True, log=du.log)
     if cfg["sync_bn"] and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if device.type == "cpu":   # PyTorch's SyncBatchNorm runs on GPUs only
+            du.log("sync_bn: not applied on CPU; BatchNorm statistics stay per process")
+        else:
+            model = convert_sync_batchnorm(model)   # torch's, keeping any-depth switchable norms switchable
     model.to(device)
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
@@ -113,6 +116,7 @@ def run(args, cfg, device, rank, world):
         return
 
     train_loader = build_train_loader(cfg, cfg["seed"])
+    du.log(describe_batch(cfg, world))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(

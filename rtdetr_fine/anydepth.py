@@ -24,6 +24,7 @@ A switchable norm *is* its main norm (same class family, same state-dict entries
 checkpoints load unchanged) with a child `skip` twin: `<name>.norm.skip.weight` etc. The twin
 is a trainable nn.BatchNorm2d also where the main norm is a FrozenBatchNorm2d (R50 with
 freeze_norm), since the skipped configuration must adapt; a LayerNorm's twin is a LayerNorm.
+Under DDP with sync_bn, `convert_sync_batchnorm` (below) replaces torch's conversion.
 
 The depth is a setting of the built model (module flags, not weights): `set_depth(model, spec)`
 with spec "full", "min" (all skips, `anydepth.min_decoder_layers` decoder layers) or explicit
@@ -90,6 +91,10 @@ class SwitchableLayerNorm(SwitchableNorm, nn.LayerNorm):
     pass
 
 
+class SwitchableSyncBatchNorm(SwitchableNorm, nn.SyncBatchNorm):
+    """SwitchableBatchNorm2d after `convert_sync_batchnorm` (main and twin synchronised)."""
+
+
 class SkippableSequential(nn.Sequential):
     """nn.Sequential whose modules after the first `num_essential` are skipped while `skipping`."""
 
@@ -149,6 +154,25 @@ def make_switchable(norm: nn.Module, unit: str) -> SwitchableNorm:
         new.to(device=reference.device, dtype=reference.dtype)
     copy_main_to_skip(new)
     return new
+
+
+def convert_sync_batchnorm(module: nn.Module, process_group=None) -> nn.Module:
+    """nn.SyncBatchNorm.convert_sync_batchnorm that keeps switchable norms switchable: torch's would
+    turn a SwitchableBatchNorm2d into a plain SyncBatchNorm (its twin never used). The same as
+    torch's on a model without switchable norms. Main and twin share their tensors with the input."""
+    if isinstance(module, SwitchableBatchNorm2d):
+        out = SwitchableSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                      module.track_running_stats, process_group)
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            setattr(out, name, tensor)
+        out.skip = nn.SyncBatchNorm.convert_sync_batchnorm(module.skip, process_group)
+        out.unit, out.skipping, out.training = module.unit, module.skipping, module.training
+        return out
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group)
+    for name, child in module.named_children():
+        module.add_module(name, convert_sync_batchnorm(child, process_group))
+    return module
 
 
 @torch.no_grad()

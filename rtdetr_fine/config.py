@@ -6,6 +6,7 @@ config is a plain nested dict: what builds what is in `rtdetr_fine/build.py`.
 """
 import copy
 import os
+import re
 
 import yaml
 
@@ -53,26 +54,38 @@ DEFAULTS = {
     },
     "postprocessor": {"num_top_queries": 300},
     "train_dataloader": {
-        "dataset": {"img_folder": "data/coco/train2017", "ann_file": "data/coco/annotations/instances_train2017.json"},
-        "batch_size": 4,              # per process (the official 1x: 4 GPUs x 4)
+        "dataset": {"img_folder": "data/coco/train2017", "ann_file": "data/coco/annotations/instances_train2017.json",
+                    "exif_transpose": False},   # COCO boxes refer to the stored pixels: EXIF orientation not applied
+        "total_batch_size": 16,       # the recipe's batch over all processes (the official 4 GPUs x 4)
+        "batch_size": None,           # per process; when set, it overrides total_batch_size
         "num_workers": 4,
         "image_size": 640,
         "multi_scale": COCO_MULTI_SCALES,   # per-batch sizes; [] disables
-        "no_aug_epochs": 1,           # strong augmentation and multi-scale off for the last N epochs
+        "no_aug_epochs": 0,           # strong augmentation and multi-scale off for the last N epochs (official: 0)
     },
     "val_dataloader": {
-        "dataset": {"img_folder": "data/coco/val2017", "ann_file": "data/coco/annotations/instances_val2017.json"},
+        "dataset": {"img_folder": "data/coco/val2017", "ann_file": "data/coco/annotations/instances_val2017.json",
+                    "exif_transpose": False},
         "batch_size": 8, "num_workers": 4, "image_size": 640,
     },
     "optimizer": {
-        "lr": 1.0e-4, "backbone_lr": 1.0e-5, "weight_decay": 1.0e-4, "betas": [0.9, 0.999],
+        "lr": 1.0e-4, "weight_decay": 1.0e-4, "betas": [0.9, 0.999],
+        # Parameter groups as the official RT-DETR YAMLs define them: a regex matched (re.search) on
+        # each trainable parameter's name, with the group's lr / weight_decay (default: the values
+        # above); names no group matches form the last group. A name in two groups is an error.
+        # Default: the official include/optimizer.yml (R50); the R18 config sets its own.
+        "params": [
+            {"params": "backbone", "lr": 1.0e-5},
+            {"params": "^(?=.*encoder(?=.*bias|.*norm.*weight)).*$", "weight_decay": 0.0},
+            {"params": "^(?=.*decoder(?=.*bias|.*norm.*weight)).*$", "weight_decay": 0.0},
+        ],
         "clip_max_norm": 0.1, "warmup_iters": 2000,
-        "lr_milestones": [],          # epochs at which lr is multiplied by lr_gamma
+        "lr_milestones": [],          # epochs at which lr is multiplied by lr_gamma (official: none reached)
         "lr_gamma": 0.1,
     },
     "ema": {"enabled": True, "decay": 0.9999, "warmups": 2000},
     "amp": {"dtype": "bfloat16"},     # used with --amp on CUDA: bfloat16 | float16 (with a grad scaler)
-    "sync_bn": False,
+    "sync_bn": True,                  # SyncBatchNorm under DDP on GPUs (the official recipe)
     "find_unused_parameters": True,
     "checkpoint_freq": 1,
     "log_every": 20,
@@ -81,6 +94,12 @@ DEFAULTS = {
 
 # Keys whose value is a mapping with free-form entries (not validated key by key).
 FREE_FORM = {"criterion.weight_dict"}
+
+# Keys of earlier versions, with what replaces them.
+REMOVED_KEYS = {
+    "optimizer.backbone_lr": "give the backbone's lr in optimizer.params, e.g. {params: backbone, lr: 1.0e-5}",
+}
+OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
 
 
 class ConfigError(ValueError):
@@ -132,6 +151,8 @@ def _merge(dst, src, source, prefix=""):
     for k, v in src.items():
         key = prefix + k
         if k not in dst:
+            if key in REMOVED_KEYS:
+                raise ConfigError(f"{source}: config key '{key}' no longer exists: {REMOVED_KEYS[key]}")
             known = ", ".join(sorted(dst)) if prefix else "see DEFAULTS in rtdetr_fine/config.py"
             raise ConfigError(f"{source}: unknown config key '{key}' (known here: {known})")
         if isinstance(dst[k], dict) and key not in FREE_FORM:
@@ -182,6 +203,8 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: fine.modulation must be one of {MODULATIONS}, got {fine['modulation']!r}")
     if fine["upsample"] not in ("nearest", "bilinear"):
         raise ConfigError(f"{path}: fine.upsample must be nearest or bilinear, got {fine['upsample']!r}")
+    _validate_batch_sizes(cfg, path)
+    _validate_optimizer_groups(cfg["optimizer"]["params"], path)
     anydepth = cfg["anydepth"]
     if anydepth["min_decoder_layers"] is not None and (
             isinstance(anydepth["min_decoder_layers"], bool) or not isinstance(anydepth["min_decoder_layers"], int)
@@ -189,11 +212,41 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: anydepth.min_decoder_layers must be null or a number of layers from 1 to "
                           f"decoder.num_decoder_layers={cfg['decoder']['num_decoder_layers']}, "
                           f"got {anydepth['min_decoder_layers']!r}")
-    if anydepth["enabled"] and cfg["sync_bn"]:
-        raise ConfigError(f"{path}: sync_bn with anydepth.enabled is not supported yet (SyncBatchNorm conversion "
-                          "would replace the switchable norms); set sync_bn: false")
     if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
         raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
+
+
+def _is_positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _validate_batch_sizes(cfg, path):
+    t = cfg["train_dataloader"]
+    if not _is_positive_int(t["total_batch_size"]):
+        raise ConfigError(f"{path}: train_dataloader.total_batch_size must be a positive integer, "
+                          f"got {t['total_batch_size']!r}")
+    if t["batch_size"] is not None and not _is_positive_int(t["batch_size"]):
+        raise ConfigError(f"{path}: train_dataloader.batch_size (per process) must be a positive integer or null, "
+                          f"got {t['batch_size']!r}")
+
+
+def _validate_optimizer_groups(groups, path):
+    """optimizer.params: [{params: regex, lr?: number, weight_decay?: number}, ...]."""
+    for i, group in enumerate(groups):
+        where = f"{path}: optimizer.params[{i}]"
+        if not isinstance(group, dict) or not isinstance(group.get("params"), str):
+            raise ConfigError(f"{where} must be a mapping with a regex string 'params', got {group!r}")
+        unknown = set(group) - OPTIMIZER_GROUP_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: {sorted(OPTIMIZER_GROUP_KEYS)})")
+        for key in ("lr", "weight_decay"):
+            value = group.get(key, 0.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{where}.{key} must be a non-negative number, got {value!r}")
+        try:
+            re.compile(group["params"])
+        except re.error as e:
+            raise ConfigError(f"{where}.params is not a valid regex: {group['params']!r} ({e})") from None
 
 
 def dump_config(cfg):

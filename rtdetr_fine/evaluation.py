@@ -50,7 +50,8 @@ def predict(model, postprocessor, loader, device, label2category, amp_dtype=None
 
 
 def to_coco_results(image_id, result, label2category=None):
-    """One image's postprocessed result -> COCO results entries (xywh boxes).
+    """One image's postprocessed result -> COCO results entries (xywh boxes), unrounded as the
+    official evaluation passes them to COCOeval.
 
     Labels without a category in the annotation file (num_classes larger than the file's
     category list) cannot be scored by COCO and are left out.
@@ -61,7 +62,7 @@ def to_coco_results(image_id, result, label2category=None):
     scores = result["scores"].cpu().tolist()
     return [{"image_id": image_id,
              "category_id": int(label2category[l] if label2category is not None else l),
-             "bbox": [round(v, 3) for v in box], "score": round(s, 5)}
+             "bbox": box, "score": s}
             for l, box, s in zip(labels, xywh, scores)
             if label2category is None or l in label2category]
 

@@ -5,6 +5,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from . import distributed as du
+from .config import ConfigError
 from .data import MultiScaleCollate, build_dataset, collate, make_shapes_dataset
 
 COCO_HELP = """\
@@ -53,21 +54,45 @@ def check_data_paths(cfg, splits=("train", "val")):
         raise DataPathError("dataset not found:\n" + "\n".join(missing) + "\n\n" + COCO_HELP)
 
 
+def per_process_batch_size(cfg, world_size):
+    """Training images per process: train_dataloader.batch_size when set (an explicit per-process
+    override), else total_batch_size / world_size, which must divide evenly."""
+    t = cfg["train_dataloader"]
+    if t["batch_size"] is not None:
+        return t["batch_size"]
+    if t["total_batch_size"] % world_size:
+        raise ConfigError(f"train_dataloader.total_batch_size={t['total_batch_size']} does not divide over "
+                          f"{world_size} processes; choose a multiple of {world_size} or set "
+                          "train_dataloader.batch_size (per process)")
+    return t["total_batch_size"] // world_size
+
+
+def describe_batch(cfg, world_size):
+    """One log line: the effective (total) batch and where it comes from."""
+    per = per_process_batch_size(cfg, world_size)
+    source = ("train_dataloader.batch_size (per process; total_batch_size "
+              f"{cfg['train_dataloader']['total_batch_size']} not used)"
+              if cfg["train_dataloader"]["batch_size"] is not None else "train_dataloader.total_batch_size")
+    return f"batch: {per} per process x {world_size} process(es) = {per * world_size} in total, from {source}"
+
+
 def build_train_loader(cfg, seed):
     t = cfg["train_dataloader"]
+    batch_size = per_process_batch_size(cfg, du.world_size())
     stop_epoch = max(cfg["epochs"] - t["no_aug_epochs"], 0)
     dataset = build_dataset(t["dataset"]["img_folder"], t["dataset"]["ann_file"], train=True,
                             image_size=t["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
-                            num_classes=cfg["num_classes"], stop_epoch=stop_epoch)
+                            num_classes=cfg["num_classes"], stop_epoch=stop_epoch,
+                            exif_transpose=t["dataset"]["exif_transpose"])
     sampler = DistributedSampler(dataset, num_replicas=du.world_size(), rank=du.rank(), shuffle=True, seed=seed)
     collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank()) \
         if t["multi_scale"] else collate
-    loader = DataLoader(dataset, batch_size=t["batch_size"], sampler=sampler, num_workers=t["num_workers"],
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=t["num_workers"],
                         collate_fn=collate_fn, drop_last=True, pin_memory=torch.cuda.is_available(),
                         persistent_workers=False)
     if len(loader) == 0:
         raise ValueError(f"{t['dataset']['ann_file']}: {len(dataset)} images per {du.world_size()} process(es) "
-                         f"is less than one batch (train_dataloader.batch_size={t['batch_size']})")
+                         f"is less than one batch of {batch_size} per process")
     return loader
 
 
@@ -84,7 +109,7 @@ def build_val_loader(cfg, max_images=None):
     v = cfg["val_dataloader"]
     dataset = build_dataset(v["dataset"]["img_folder"], v["dataset"]["ann_file"], train=False,
                             image_size=v["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
-                            num_classes=cfg["num_classes"])
+                            num_classes=cfg["num_classes"], exif_transpose=v["dataset"]["exif_transpose"])
     subset, img_ids = dataset, None
     if max_images is not None:
         indices = list(range(min(max_images, len(dataset))))

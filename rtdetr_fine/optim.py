@@ -1,26 +1,43 @@
 """Optimiser, learning-rate schedule and EMA of the RT-DETR recipe."""
 import copy
 import math
+import re
 
 import torch
 from torch import nn
 
-
-def param_groups(model, lr, backbone_lr, weight_decay):
-    """AdamW groups: the backbone at backbone_lr; no weight decay on norms and biases (1-D tensors)."""
-    groups = {(b, d): [] for b in (True, False) for d in (True, False)}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        in_backbone = name.startswith("backbone.") or ".backbone." in name
-        groups[(in_backbone, p.ndim > 1)].append(p)
-    return [{"params": ps, "lr": backbone_lr if b else lr, "weight_decay": weight_decay if d else 0.0}
-            for (b, d), ps in groups.items() if ps]
+from .config import ConfigError
 
 
-def build_optimizer(model, cfg):
+def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float) -> list:
+    """AdamW groups as the official RT-DETR builds them from its YAML: each group's regex is
+    matched (re.search) on the trainable parameters' names; a group without lr / weight_decay
+    gets the defaults; the names no group matches form the last group.
+
+    A name matched by two groups is a ConfigError (the official code asserts on it too).
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    owner = {}
+    out = []
+    for i, group in enumerate(groups):
+        members = []
+        for name, p in named:
+            if re.search(group["params"], name):
+                if name in owner:
+                    raise ConfigError(f"optimizer.params: parameter '{name}' matches both group {owner[name]} "
+                                      f"({groups[owner[name]]['params']!r}) and group {i} ({group['params']!r})")
+                owner[name] = i
+                members.append(p)
+        out.append({"params": members, "lr": group.get("lr", lr),
+                    "weight_decay": group.get("weight_decay", weight_decay)})
+    rest = [p for name, p in named if name not in owner]
+    out.append({"params": rest, "lr": lr, "weight_decay": weight_decay})
+    return [g for g in out if g["params"]]
+
+
+def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     o = cfg["optimizer"]
-    return torch.optim.AdamW(param_groups(model, o["lr"], o["backbone_lr"], o["weight_decay"]),
+    return torch.optim.AdamW(param_groups(model, o["params"], o["lr"], o["weight_decay"]),
                              lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
 
 

@@ -1,4 +1,5 @@
 """Any-depth RT-DETR: the conversion, depth specs, what each depth runs, loading and the frozen-norm case."""
+import copy
 import os
 
 import pytest
@@ -8,7 +9,7 @@ from fill_weights import fill, read_keys
 
 import rtdetr_fine
 from rtdetr_fine.anydepth import (Depth, DepthSpecError, SkippableSequential, SwitchableFrozenBatchNorm2d,
-                                  SwitchableNorm, count_depth_params, depth_spec, depth_tag, describe_depth,
+                                  SwitchableNorm, SwitchableSyncBatchNorm, convert_sync_batchnorm, count_depth_params, depth_spec, depth_tag, describe_depth,
                                   essential_blocks, get_depth, parse_depth, set_depth, using_depth)
 from rtdetr_fine.checkpoint import load_weights
 from rtdetr_fine.config import ConfigError
@@ -360,3 +361,25 @@ def test_fine_runs_with_its_own_norms_at_every_depth():
         with torch.no_grad():
             model(torch.rand(1, 3, 128, 128))
         assert len(calls) == 2, spec
+
+
+def test_sync_batchnorm_conversion_keeps_the_norms_switchable(r18):
+    """sync_bn (the official recipe) under DDP: torch's conversion would silently drop the switching."""
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad(), using_depth(r18, "min"):
+        expected = r18(x)["pred_boxes"]
+    before = r18.state_dict()
+    synced = convert_sync_batchnorm(copy.deepcopy(r18))
+    assert not any(type(m) is torch.nn.BatchNorm2d for m in synced.modules())
+    switchable = twins(synced)
+    assert len(switchable) == len(twins(r18))
+    for name, norm in switchable.items():
+        layer_norm = isinstance(norm, torch.nn.LayerNorm)          # AIFI's norm1/norm2
+        assert layer_norm or isinstance(norm, SwitchableSyncBatchNorm) and isinstance(norm.skip, torch.nn.SyncBatchNorm)
+        assert layer_norm == name.startswith("encoder.encoder."), name
+    assert {k: v for k, v in synced.state_dict().items()}.keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in synced.state_dict().items())
+    with torch.no_grad(), using_depth(synced, "min"):     # SyncBatchNorm in eval mode: no process group needed
+        assert torch.equal(synced(x)["pred_boxes"], expected)
+        plain = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(r18))
+        assert not torch.equal(plain(x)["pred_boxes"], expected)   # what torch's own conversion would give

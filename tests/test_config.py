@@ -42,6 +42,58 @@ def test_bad_values_are_errors(tmp_path):
         rtdetr_fine.load_config(str(tmp_path / "missing.yml"))
 
 
+RECIPE_CONFIGS = ["rtdetr_r18.yml", "rtdetr_r50.yml", "rtdetr_r18_fine.yml", "rtdetr_r50_fine.yml",
+                  "ablation/rtdetr_r18_fine_quadratic.yml", "ablation/rtdetr_r18_fine_linear.yml",
+                  "ablation/rtdetr_r18_fine_linear_bottleneck.yml"]
+
+
+@pytest.mark.parametrize("name", RECIPE_CONFIGS + ["rtdetr_r18_6x.yml", "rtdetr_r50_6x.yml", "rtdetr_r18_fine_6x.yml",
+                                                   "rtdetr_r50_fine_6x.yml"])
+def test_configs_are_the_official_recipe(name):
+    """The FINE authors' RT-DETR runs: the official 72-epoch recipe (1x = its first 12 epochs)."""
+    cfg = rtdetr_fine.load_config(config_path(name))
+    assert cfg["epochs"] == (72 if "_6x" in name else 12)
+    t, o = cfg["train_dataloader"], cfg["optimizer"]
+    assert t["total_batch_size"] == 16 and t["batch_size"] is None
+    assert t["no_aug_epochs"] == 0 and len(t["multi_scale"]) == 13 and min(t["multi_scale"]) == 480
+    assert o["warmup_iters"] == 2000 and o["lr_milestones"] == [] and o["lr"] == 1e-4
+    assert o["weight_decay"] == 1e-4 and o["betas"] == [0.9, 0.999] and o["clip_max_norm"] == 0.1
+    assert cfg["sync_bn"] is True and cfg["ema"] == {"enabled": True, "decay": 0.9999, "warmups": 2000}
+    assert not t["dataset"]["exif_transpose"] and not cfg["val_dataloader"]["dataset"]["exif_transpose"]
+    if cfg["fine"]["enabled"]:
+        assert cfg["fine"]["num_heads"] == 16 and cfg["fine"]["upsample"] == "bilinear"
+
+
+@pytest.mark.parametrize("world, expected", [(1, 16), (2, 8), (4, 4), (8, 2), (16, 1)])
+def test_total_batch_is_split_over_processes(world, expected):
+    from rtdetr_fine.loaders import describe_batch, per_process_batch_size
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"))
+    assert per_process_batch_size(cfg, world) == expected
+    assert f"= 16 in total, from train_dataloader.total_batch_size" in describe_batch(cfg, world)
+
+
+@pytest.mark.parametrize("world", [3, 5, 32])
+def test_total_batch_that_does_not_divide_is_an_error(world):
+    from rtdetr_fine.loaders import per_process_batch_size
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"))
+    with pytest.raises(ConfigError, match=f"total_batch_size=16 does not divide over {world} processes"):
+        per_process_batch_size(cfg, world)
+
+
+def test_per_process_batch_size_overrides_and_says_so():
+    from rtdetr_fine.loaders import describe_batch, per_process_batch_size
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["train_dataloader.batch_size=6"])
+    assert per_process_batch_size(cfg, 3) == 6
+    assert describe_batch(cfg, 3).startswith("batch: 6 per process x 3 process(es) = 18 in total")
+    assert "total_batch_size 16 not used" in describe_batch(cfg, 3)
+
+
+@pytest.mark.parametrize("override, key", [("train_dataloader.total_batch_size=0", "total_batch_size"),
+                                           ("train_dataloader.batch_size=-2", "train_dataloader.batch_size"),
+                                           ("train_dataloader.batch_size=2.5", "train_dataloader.batch_size")])
+def test_bad_batch_sizes_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key):
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [override])
 def test_anydepth_is_off_by_default_and_on_in_its_configs():
     assert rtdetr_fine.load_config(config_path("rtdetr_r50.yml"))["anydepth"] == {
         "enabled": False, "min_decoder_layers": None}

@@ -72,7 +72,8 @@ def test_hygiene_dataset_trains_one_epoch(tmp_path):
                      f"train_dataloader.dataset.img_folder={h['img_folder']}",
                      f"train_dataloader.dataset.ann_file={h['ann_file']}",
                      f"val_dataloader.dataset.img_folder={h['img_folder']}",
-                     f"val_dataloader.dataset.ann_file={h['ann_file']}", "train_dataloader.batch_size=2")
+                     f"val_dataloader.dataset.ann_file={h['ann_file']}", "train_dataloader.batch_size=2",
+                     "train_dataloader.dataset.exif_transpose=true", "val_dataloader.dataset.exif_transpose=true")
     train.main(args)
     log = read_log(out)
     assert len(log) == 1 and all(v == v for v in log[0].values() if isinstance(v, float))   # no NaN
@@ -91,7 +92,7 @@ def test_coco_config_on_any_small_coco_format_set(tmp_path):
                 "num_classes=3", "remap_mscoco_category=False", "epochs=1", f"output_dir={out}",
                 "backbone.pretrained=null",   # no network here; users keep the ImageNet download
                 "train_dataloader.multi_scale=[480]", "train_dataloader.num_workers=0",
-                "val_dataloader.num_workers=0"])
+                "train_dataloader.total_batch_size=4", "val_dataloader.num_workers=0"])
     assert (out / "last.pth").exists() and len(read_log(out)) == 1
 
 

@@ -6,15 +6,17 @@ from .transforms import StopEpochTransforms, build_train_transforms, build_val_t
 
 
 def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
-                  num_classes=None, stop_epoch=None):
+                  num_classes=None, stop_epoch=None, exif_transpose=False):
     """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`) or val transforms.
 
     image_size: int or (h, w). num_classes: checked against the set's categories.
+    exif_transpose: apply the EXIF orientation tag (off for COCO, whose boxes refer to the stored
+    pixels, as torchvision's CocoDetection reads them).
     Call dataset.set_epoch(epoch) each epoch for the stop_epoch policy.
     """
     transforms = StopEpochTransforms(image_size, stop_epoch) if train else build_val_transforms(image_size)
     return CocoDetection(img_folder, ann_file, transforms, remap_mscoco_category=remap_mscoco_category,
-                         num_classes=num_classes)
+                         num_classes=num_classes, exif_transpose=exif_transpose)
 
 
 __all__ = [

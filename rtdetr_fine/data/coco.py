@@ -139,7 +139,7 @@ class CocoDetection(torch.utils.data.Dataset):
     """
 
     def __init__(self, img_folder, ann_file, transforms=None, remap_mscoco_category=False,
-                 num_classes=None, exif_transpose=True):
+                 num_classes=None, exif_transpose=False):
         for path in (img_folder, ann_file):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"dataset path does not exist: {path}")

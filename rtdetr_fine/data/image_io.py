@@ -1,4 +1,4 @@
-"""Image decoding for detection sets: RGB always, EXIF orientation applied, size checked."""
+"""Image decoding for detection sets: RGB always, EXIF orientation optional, size checked."""
 import logging
 import os
 
@@ -50,8 +50,17 @@ def load_rgb_image(path, image_id=None, expected_size=None, exif_transpose=True)
         return to_rgb(shown), False
     if stored is not None and tuple(stored.size) == tuple(expected_size):
         return to_rgb(stored), True
+    hint = ""
+    if not exif_transpose and tuple(shown.size[::-1]) == tuple(expected_size) and _has_rotation(raw):
+        hint = (" (its EXIF orientation rotates it to the annotated size: set "
+                "*_dataloader.dataset.exif_transpose: true for data annotated on the displayed images)")
     raise ValueError(
         f"image {where} decodes to width x height {shown.size[0]} x {shown.size[1]}"
         + (" after EXIF orientation" if exif_transpose else "")
-        + f", but the annotation file says {expected_size[0]} x {expected_size[1]}"
+        + f", but the annotation file says {expected_size[0]} x {expected_size[1]}" + hint
     )
+
+
+def _has_rotation(image):
+    """EXIF orientation 5-8: the displayed image is the stored one transposed."""
+    return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)

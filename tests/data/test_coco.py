@@ -82,7 +82,7 @@ def test_num_classes_too_small(tmp_path):
 
 def test_hygiene_counts_reported_once(hygiene, caplog):
     with caplog.at_level(logging.INFO, logger=LOGGER):
-        ds = CocoDetection(hygiene["img_folder"], hygiene["ann_file"])
+        ds = CocoDetection(hygiene["img_folder"], hygiene["ann_file"], exif_transpose=True)
         for i in range(len(ds)):
             ds[i]
     assert ds.stats == hygiene["expected"]["stats"]
@@ -93,7 +93,7 @@ def test_hygiene_counts_reported_once(hygiene, caplog):
 
 
 def test_hygiene_targets_and_images(hygiene):
-    ds = CocoDetection(hygiene["img_folder"], hygiene["ann_file"])
+    ds = CocoDetection(hygiene["img_folder"], hygiene["ann_file"], exif_transpose=True)
     sizes = hygiene["expected"]["sizes"]
     by_name = {}
     for i in range(len(ds)):
@@ -165,12 +165,25 @@ def test_exif_ignored_when_json_gives_stored_size(tmp_path, hygiene, caplog):
             img["width"], img["height"] = img["height"], img["width"]
     ann_file = tmp_path / "stored.json"
     ann_file.write_text(json.dumps(data))
-    ds = CocoDetection(hygiene["img_folder"], str(ann_file))
+    ds = CocoDetection(hygiene["img_folder"], str(ann_file), exif_transpose=True)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         for i in range(len(ds)):
             image, target = ds[i]
             assert image.size == tuple(target["orig_size"].tolist())
     assert sum("EXIF orientation ignored" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_exif_not_applied_by_default_as_coco_reads_images(hygiene):
+    """COCO's boxes refer to the stored pixels (torchvision's CocoDetection ignores EXIF too): by
+    default the stored pixels are returned, and a file whose JSON gives the EXIF-rotated size is an
+    error that names the file and the switch, not silently misplaced boxes."""
+    ds = CocoDetection(hygiene["img_folder"], hygiene["ann_file"])
+    rotated = CocoDetection(hygiene["img_folder"], hygiene["ann_file"], exif_transpose=True)
+    index = {ds.coco.imgs[i]["file_name"]: k for k, i in enumerate(ds.ids)}
+    with pytest.raises(ValueError, match=r"exif6\.jpg.*exif_transpose"):
+        ds[index["exif6.jpg"]]
+    plain, _ = ds[index["boxes.jpg"]]
+    assert np.array_equal(np.asarray(plain), np.asarray(rotated[index["boxes.jpg"]][0]))
 
 
 def test_broken_json_names_file(tmp_path):

@@ -33,7 +33,7 @@ def check_output(image, target, size=(SIZE, SIZE), image_id=None, orig_size=None
 
 @pytest.mark.parametrize("strong_aug", [True, False])
 def test_train_transforms_keep_boxes_valid(hygiene, strong_aug):
-    raw = CocoDetection(hygiene["img_folder"], hygiene["ann_file"])
+    raw = CocoDetection(hygiene["img_folder"], hygiene["ann_file"], exif_transpose=True)
     transforms = build_train_transforms(SIZE, strong_aug=strong_aug)
     for seed in range(25):
         torch.manual_seed(seed)
@@ -45,7 +45,7 @@ def test_train_transforms_keep_boxes_valid(hygiene, strong_aug):
 
 
 def test_empty_target_survives_strong_aug(hygiene):
-    raw = CocoDetection(hygiene["img_folder"], hygiene["ann_file"])
+    raw = CocoDetection(hygiene["img_folder"], hygiene["ann_file"], exif_transpose=True)
     index = next(i for i in range(len(raw)) if len(raw[i][1]["boxes"]) == 0)
     transforms = build_train_transforms(SIZE, strong_aug=True)
     for seed in range(100):
