@@ -227,8 +227,6 @@ def test_depth_needs_an_anydepth_model_and_config_errors_name_keys():
         rtdetr_fine.load_config(config_path("rtdetr_r18_anydepth.yml"), ["anydepth.min_decoder_layers=4"])
     with pytest.raises(ConfigError, match="anydepth.min_decoder_layers"):
         rtdetr_fine.load_config(config_path("rtdetr_r18_anydepth.yml"), ["anydepth.min_decoder_layers=two"])
-    with pytest.raises(ConfigError, match="sync_bn"):
-        rtdetr_fine.load_config(config_path("rtdetr_r18_anydepth.yml"), ["sync_bn=true"])
     with pytest.raises(ValueError, match="min_decoder_layers"):   # more than the full model runs
         build("rtdetr_r50_anydepth", "decoder.eval_idx=2")
 
