@@ -141,8 +141,9 @@ def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_se
 
 def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype, detections_path):
     """COCO numbers, false positives and AP by size of `model` as it is; prints the tables."""
-    stats, detections, cocoeval, seconds = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids,
-                                                    amp_dtype=amp_dtype, backend=args.backend, verbose=False)
+    result = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids, amp_dtype=amp_dtype,
+                      backend=args.backend, verbose=False)
+    stats, detections, cocoeval, seconds = result
     gt = val_set.coco.dataset
     false_positives = count_false_positives(gt, detections, img_ids, args.fp_score, args.fp_iou)
     sizes = ap_by_size(cocoeval, gt, img_ids)

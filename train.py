@@ -27,7 +27,7 @@ from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, trai
 from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
                                  describe_batch, prepare_demo_data, set_epoch)
-from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler, unwrap
+from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler
 
 
 def parse_args(argv=None):
@@ -104,15 +104,14 @@ def run(args, cfg, device, rank, world):
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
     ema = ModelEMA(model, cfg["ema"]["decay"], cfg["ema"]["warmups"]) if cfg["ema"]["enabled"] else None
-    du.log(f"model: {count_params(model):,} parameters; FINE "
-        f"{cfg['fine']['attention'] if cfg['fine']['enabled'] else 'off'}; device {device} x {world}")
+    du.log(f"model: {rtdetr_fine.describe_model(cfg)}, {count_params(model):,} parameters; device {device} x {world}")
 
     if args.test_only:
         if args.resume:
             load_weights(model, args.resume)
         with using_depth(model, eval_depth):
-            stats, *_ = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
-        du.log(json.dumps({f"val_{k}": v for k, v in stats.items()}))
+            result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
         return
 
     train_loader = build_train_loader(cfg, cfg["seed"])
@@ -153,8 +152,8 @@ def run(args, cfg, device, rank, world):
         train_time = time.time() - t0
         eval_model = ema.module if ema is not None else model
         with using_depth(eval_model, eval_depth):   # the training model stays at full depth
-            stats, _, _, eval_time = evaluate(eval_model, postprocessor, val_loader, val_set, device,
-                                              amp_dtype=amp_dtype)
+            result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        stats, eval_time = result.stats, result.seconds
         improved = stats["AP"] > best_ap
         best_ap = max(best_ap, stats["AP"])
 
@@ -181,7 +180,7 @@ def run(args, cfg, device, rank, world):
 
 def checkpoint_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg):
     return {
-        "model": unwrap(model).state_dict(),
+        "model": du.unwrap(model).state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": scheduler.state_dict(),

@@ -95,8 +95,8 @@ class Blocks(nn.Module):
 class PResNet(nn.Module):
     """ResNet-vd returning the feature maps of stages `return_idx` (0 = stride 4 ... 3 = stride 32)."""
 
-    def __init__(self, depth=50, variant="d", num_stages=4, return_idx=(1, 2, 3), act="relu",
-                 freeze_at=-1, freeze_norm=False):
+    def __init__(self, depth: int = 50, variant: str = "d", num_stages: int = 4, return_idx=(1, 2, 3),
+                 act: str = "relu", freeze_at: int = -1, freeze_norm: bool = False):
         super().__init__()
         if depth not in ARCH:
             raise ValueError(f"backbone.depth must be one of {sorted(ARCH)}, got {depth}")

@@ -1,15 +1,23 @@
-"""Plain builders: config dict -> model, criterion, postprocessor. Nothing is built elsewhere."""
+"""Plain builders: config dict -> model, criterion, postprocessor. Nothing is built elsewhere.
+
+The detector family is chosen here (`detector: rtdetr | ssd300`); train.py / eval.py / export_onnx.py
+only see model(images, targets), criterion(outputs, targets) and postprocessor(outputs, sizes).
+"""
+from torch import nn
+
 from .anydepth import convert_to_anydepth
 from .backbone import PResNet, load_pretrained_backbone
+from .cfsam import CFSAM
 from .criterion import SetCriterion
 from .decoder import RTDETRTransformer
 from .hybrid_encoder import HybridEncoder
 from .matcher import HungarianMatcher
 from .postprocessor import PostProcessor
 from .rtdetr import RTDETR
+from .ssd import SSD300, SSDCriterion, SSDPostProcessor, build_torchvision_ssd300, head_in_channels
 
 
-def build_backbone(cfg):
+def build_backbone(cfg: dict) -> PResNet:
     b = cfg["backbone"]
     backbone = PResNet(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"], return_idx=b["return_idx"],
                        freeze_at=b["freeze_at"], freeze_norm=b["freeze_norm"])
@@ -18,7 +26,7 @@ def build_backbone(cfg):
     return backbone
 
 
-def build_encoder(cfg, in_channels):
+def build_encoder(cfg: dict, in_channels) -> HybridEncoder:
     e = cfg["encoder"]
     if list(e["in_channels"]) != list(in_channels):
         raise ValueError(f"encoder.in_channels {e['in_channels']} does not match the backbone's "
@@ -30,11 +38,11 @@ def build_encoder(cfg, in_channels):
                          expansion=e["expansion"], depth_mult=e["depth_mult"], act=e["act"], fine=cfg["fine"])
 
 
-def build_decoder(cfg):
+def build_decoder(cfg: dict) -> RTDETRTransformer:
     d = cfg["decoder"]
     return RTDETRTransformer(
         num_classes=cfg["num_classes"], hidden_dim=d["hidden_dim"], num_queries=d["num_queries"],
-        feat_channels=d["feat_channels"], feat_strides=d["feat_strides"], num_levels=d["num_levels"],
+        feat_channels=d["feat_channels"], num_levels=d["num_levels"],
         num_decoder_points=d["num_decoder_points"], nhead=d["nhead"], num_decoder_layers=d["num_decoder_layers"],
         dim_feedforward=d["dim_feedforward"], dropout=d["dropout"], activation=d["activation"],
         num_denoising=d["num_denoising"], label_noise_ratio=d["label_noise_ratio"],
@@ -42,17 +50,55 @@ def build_decoder(cfg):
         eps=d["eps"], aux_loss=d["aux_loss"])
 
 
-def build_model(cfg):
-    """RT-DETR (with FINE in the encoder when cfg['fine']['enabled']; any-depth when cfg['anydepth']['enabled'])."""
+def build_cross_layer(cfg: dict, in_channels):
+    """The `cross_layer` module for maps with `in_channels` channels, or None."""
+    if cfg["cross_layer"] is None:
+        return None
+    c = cfg["cfsam"]
+    return CFSAM(in_channels, hidden_dim=c["hidden_dim"], num_layers=c["num_layers"], num_heads=c["num_heads"],
+                 dim_feedforward=c["dim_feedforward"], parts=c["parts"], dropout=c["dropout"])
+
+
+def build_ssd300(cfg: dict) -> SSD300:
+    """torchvision's SSD300 (num_classes + 1 outputs, background first), CFSAM before its head if set."""
+    ssd = build_torchvision_ssd300(cfg["num_classes"], cfg["backbone"]["pretrained"])
+    return SSD300(ssd, build_cross_layer(cfg, head_in_channels(ssd)))
+
+
+def build_model(cfg: dict) -> nn.Module:
+    """RT-DETR (FINE in the encoder when cfg['fine']['enabled'], or a cross-layer module on the
+    encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or SSD300 when
+    cfg['detector'] is 'ssd300'."""
+    if cfg["detector"] == "ssd300":
+        return build_ssd300(cfg)
     backbone = build_backbone(cfg)
     encoder = build_encoder(cfg, backbone.out_channels)
-    model = RTDETR(backbone, encoder, build_decoder(cfg))
+    cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
+    model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
     if cfg["anydepth"]["enabled"]:
         model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"])
     return model
 
 
-def build_criterion(cfg):
+def describe_model(cfg: dict) -> str:
+    """One line naming what build_model builds, e.g. 'RT-DETR R18 + FINE (linear_bottleneck)'."""
+    if cfg["detector"] == "ssd300":
+        name = "SSD300 (VGG16)"
+    else:
+        name = f"RT-DETR R{cfg['backbone']['depth']}"
+        if cfg["fine"]["enabled"]:
+            name += f" + FINE ({cfg['fine']['attention']})"
+    if cfg["cross_layer"]:
+        name += f" + {cfg['cross_layer'].upper()}"
+    if cfg["anydepth"]["enabled"]:
+        name += ", any-depth"
+    return name
+
+
+def build_criterion(cfg: dict) -> nn.Module:
+    if cfg["detector"] == "ssd300":
+        s = cfg["ssd"]
+        return SSDCriterion(s["weight_dict"], iou_thresh=s["iou_thresh"], positive_fraction=s["positive_fraction"])
     c = cfg["criterion"]
     m = c["matcher"]
     matcher = HungarianMatcher(cost_class=m["cost_class"], cost_bbox=m["cost_bbox"], cost_giou=m["cost_giou"],
@@ -61,6 +107,11 @@ def build_criterion(cfg):
                         num_classes=cfg["num_classes"])
 
 
-def build_postprocessor(cfg):
+def build_postprocessor(cfg: dict) -> nn.Module:
+    if cfg["detector"] == "ssd300":
+        s = cfg["ssd"]
+        return SSDPostProcessor(cfg["num_classes"], score_thresh=s["score_thresh"], nms_thresh=s["nms_thresh"],
+                                detections_per_img=s["detections_per_img"], topk_candidates=s["topk_candidates"],
+                                remap_mscoco_category=cfg["remap_mscoco_category"])
     return PostProcessor(num_classes=cfg["num_classes"], num_top_queries=cfg["postprocessor"]["num_top_queries"],
                          remap_mscoco_category=cfg["remap_mscoco_category"])

@@ -12,8 +12,14 @@ import yaml
 
 COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
 
+DETECTORS = ("rtdetr", "ssd300")
+CROSS_LAYER_MODULES = ("cfsam",)
+OPTIMIZERS = ("AdamW", "SGD")
+
 DEFAULTS = {
-    "num_classes": 80,
+    "detector": "rtdetr",             # rtdetr | ssd300 (torchvision's SSD300; uses the `ssd` section)
+    "cross_layer": None,              # null | cfsam: on the maps the head reads (RT-DETR: the encoder's 3, SSD300: 6)
+    "num_classes": 80,                # object classes (SSD300 adds a background class of its own)
     "remap_mscoco_category": True,    # COCO category ids (1..90) <-> contiguous labels (0..79)
     "epochs": 12,                     # 1x schedule
     "output_dir": "output/run",
@@ -21,7 +27,7 @@ DEFAULTS = {
     "backbone": {
         "depth": 50, "variant": "d", "num_stages": 4, "return_idx": [1, 2, 3],
         "freeze_at": 0, "freeze_norm": True,
-        "pretrained": None,           # null | true (official URL) | local path | URL
+        "pretrained": None,           # null | true (official URL) | local path | URL (SSD300: VGG16 weights)
     },
     "encoder": {
         "in_channels": [512, 1024, 2048], "feat_strides": [8, 16, 32], "hidden_dim": 256,
@@ -36,12 +42,20 @@ DEFAULTS = {
         "num_heads": 16, "ffn_ratio": 4,    # the FINE authors' RT-DETR modules: 16 heads of 16 channels
         "upsample": "bilinear",             # F_{l+1} before the fusion: bilinear (the authors' RT-DETR) | nearest
     },
+    "cfsam": {                        # CFSAM (rtdetr_fine/cfsam.py) when cross_layer: cfsam
+        "hidden_dim": 256, "num_layers": 3, "num_heads": 8, "dim_feedforward": 512, "parts": 2, "dropout": 0.0,
+    },
+    "ssd": {                          # detector: ssd300 (torchvision's defaults)
+        "iou_thresh": 0.5, "positive_fraction": 0.25,          # matching; hard negatives 3:1
+        "weight_dict": {"loss_loc": 1.0, "loss_conf": 1.0},
+        "score_thresh": 0.01, "nms_thresh": 0.45, "topk_candidates": 400, "detections_per_img": 200,
+    },
     "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
         "enabled": False,
         "min_decoder_layers": None,     # decoder layers of the `min` depth; null = all the full model runs
     },
     "decoder": {
-        "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256], "feat_strides": [8, 16, 32],
+        "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],
         "num_levels": 3, "num_decoder_points": 4, "nhead": 8, "num_decoder_layers": 6,
         "dim_feedforward": 1024, "dropout": 0.0, "activation": "relu", "num_denoising": 100,
         "label_noise_ratio": 0.5, "box_noise_scale": 1.0, "learnt_init_query": False,
@@ -69,6 +83,8 @@ DEFAULTS = {
         "batch_size": 8, "num_workers": 4, "image_size": 640,
     },
     "optimizer": {
+        "type": "AdamW",              # AdamW | SGD
+        "momentum": 0.9,              # SGD only
         "lr": 1.0e-4, "weight_decay": 1.0e-4, "betas": [0.9, 0.999],
         # Parameter groups as the official RT-DETR YAMLs define them: a regex matched (re.search) on
         # each trainable parameter's name, with the group's lr / weight_decay (default: the values
@@ -87,7 +103,6 @@ DEFAULTS = {
     "amp": {"dtype": "bfloat16"},     # used with --amp on CUDA: bfloat16 | float16 (with a grad scaler)
     "sync_bn": True,                  # SyncBatchNorm under DDP on GPUs (the official recipe)
     "find_unused_parameters": True,
-    "checkpoint_freq": 1,
     "log_every": 20,
     "demo": {"enabled": False, "root": "data/demo_shapes", "num_train": 200, "num_val": 50, "image_size": 320},
 }
@@ -98,6 +113,8 @@ FREE_FORM = {"criterion.weight_dict"}
 # Keys of earlier versions, with what replaces them.
 REMOVED_KEYS = {
     "optimizer.backbone_lr": "give the backbone's lr in optimizer.params, e.g. {params: backbone, lr: 1.0e-5}",
+    "checkpoint_freq": "every epoch writes last.pth (and best.pth when the AP improves); nothing else is saved",
+    "decoder.feat_strides": "the decoder takes the encoder's maps as they come (encoder.feat_strides)",
 }
 OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
 
@@ -106,7 +123,7 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(path, overrides=()):
+def load_config(path: str, overrides=()) -> dict:
     """Load a YAML config with includes and "dotted.key=value" overrides; validate every key."""
     cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, _read_with_includes(path, seen=()), source=path)
@@ -205,6 +222,19 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: fine.upsample must be nearest or bilinear, got {fine['upsample']!r}")
     _validate_batch_sizes(cfg, path)
     _validate_optimizer_groups(cfg["optimizer"]["params"], path)
+    if cfg["detector"] not in DETECTORS:
+        raise ConfigError(f"{path}: detector must be one of {DETECTORS}, got {cfg['detector']!r}")
+    if cfg["cross_layer"] is not None and cfg["cross_layer"] not in CROSS_LAYER_MODULES:
+        raise ConfigError(f"{path}: cross_layer must be null or one of {CROSS_LAYER_MODULES}, "
+                          f"got {cfg['cross_layer']!r}")
+    if cfg["cross_layer"] is not None and fine["enabled"]:
+        raise ConfigError(f"{path}: cross_layer: {cfg['cross_layer']} and fine.enabled: true exclude each other "
+                          "(both refine the multi-scale maps); switch one of them off")
+    if cfg["detector"] != "rtdetr" and fine["enabled"]:
+        raise ConfigError(f"{path}: fine.enabled: true needs detector: rtdetr (FINE lives in RT-DETR's "
+                          f"hybrid encoder), got detector: {cfg['detector']}")
+    if cfg["optimizer"]["type"] not in OPTIMIZERS:
+        raise ConfigError(f"{path}: optimizer.type must be one of {OPTIMIZERS}, got {cfg['optimizer']['type']!r}")
     anydepth = cfg["anydepth"]
     if anydepth["min_decoder_layers"] is not None and (
             isinstance(anydepth["min_decoder_layers"], bool) or not isinstance(anydepth["min_decoder_layers"], int)
@@ -212,6 +242,8 @@ def _validate_choices(cfg, path):
         raise ConfigError(f"{path}: anydepth.min_decoder_layers must be null or a number of layers from 1 to "
                           f"decoder.num_decoder_layers={cfg['decoder']['num_decoder_layers']}, "
                           f"got {anydepth['min_decoder_layers']!r}")
+    if anydepth["enabled"] and cfg["detector"] != "rtdetr":
+        raise ConfigError(f"{path}: anydepth.enabled: true needs detector: rtdetr, got detector: {cfg['detector']}")
     if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
         raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
 

@@ -8,7 +8,8 @@ from torchvision.ops import box_convert, box_iou, generalized_box_iou
 
 
 class SetCriterion(nn.Module):
-    def __init__(self, matcher, weight_dict, losses=("vfl", "boxes"), alpha=0.75, gamma=2.0, num_classes=80):
+    def __init__(self, matcher: nn.Module, weight_dict: dict, losses=("vfl", "boxes"), alpha: float = 0.75,
+                 gamma: float = 2.0, num_classes: int = 80):
         super().__init__()
         unknown = set(losses) - {"vfl", "boxes"}
         if unknown:

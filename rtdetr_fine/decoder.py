@@ -76,21 +76,19 @@ class TransformerDecoder(nn.Module):
 class RTDETRTransformer(nn.Module):
     """Encoder maps -> detections: {'pred_logits' [B, Q, classes], 'pred_boxes' [B, Q, 4] cxcywh}."""
 
-    def __init__(self, num_classes=80, hidden_dim=256, num_queries=300, feat_channels=(512, 1024, 2048),
-                 feat_strides=(8, 16, 32), num_levels=3, num_decoder_points=4, nhead=8, num_decoder_layers=6,
-                 dim_feedforward=1024, dropout=0.0, activation="relu", num_denoising=100, label_noise_ratio=0.5,
-                 box_noise_scale=1.0, learnt_init_query=False, eval_spatial_size=None, eval_idx=-1, eps=1e-2,
-                 aux_loss=True):
+    def __init__(self, num_classes: int = 80, hidden_dim: int = 256, num_queries: int = 300,
+                 feat_channels=(512, 1024, 2048), num_levels: int = 3, num_decoder_points: int = 4, nhead: int = 8,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 1024, dropout: float = 0.0,
+                 activation: str = "relu", num_denoising: int = 100, label_noise_ratio: float = 0.5,
+                 box_noise_scale: float = 1.0, learnt_init_query: bool = False, eval_idx: int = -1,
+                 eps: float = 1e-2, aux_loss: bool = True):
         super().__init__()
         if len(feat_channels) > num_levels:
             raise ValueError("decoder.feat_channels has more entries than decoder.num_levels")
-        feat_strides = list(feat_strides)
-        for _ in range(num_levels - len(feat_strides)):
-            feat_strides.append(feat_strides[-1] * 2)
-        self.hidden_dim, self.nhead, self.feat_strides = hidden_dim, nhead, feat_strides
+        self.hidden_dim, self.nhead = hidden_dim, nhead
         self.num_levels, self.num_classes, self.num_queries = num_levels, num_classes, num_queries
         self.eps, self.num_decoder_layers = eps, num_decoder_layers
-        self.eval_spatial_size, self.aux_loss = eval_spatial_size, aux_loss
+        self.aux_loss = aux_loss
         self.num_denoising, self.label_noise_ratio, self.box_noise_scale = num_denoising, label_noise_ratio, box_noise_scale
         self.learnt_init_query = learnt_init_query
 

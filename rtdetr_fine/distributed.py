@@ -85,3 +85,8 @@ def setup_logging(rank_):
     import logging
     logging.basicConfig(level=logging.INFO if rank_ == 0 else logging.WARNING, format="%(message)s")
     logging.getLogger("faster_coco_eval").setLevel(logging.WARNING)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DistributedDataParallel (or the model itself)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -1,13 +1,13 @@
 """One training epoch and one evaluation pass (used by train.py and eval.py)."""
 import math
 import time
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
 
 from . import distributed as du
 from .evaluation import coco_bbox_eval, gather_detections, load_coco_gt, predict
-from .optim import unwrap
 
 
 class NonFiniteLossError(RuntimeError):
@@ -28,9 +28,13 @@ def targets_to(targets, device):
     return [{k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
 
 
-def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoch, ema=None, scaler=None,
-                    amp_dtype=None, clip_max_norm=0.0, global_step=0, writer=None, log_every=20):
-    """Returns ({mean loss terms}, global_step after the epoch). Stops on a non-finite loss."""
+def train_one_epoch(model: torch.nn.Module, criterion: torch.nn.Module, loader, optimizer: torch.optim.Optimizer,
+                    scheduler, device: torch.device, epoch: int, ema=None, scaler=None, amp_dtype=None,
+                    clip_max_norm: float = 0.0, global_step: int = 0, writer=None,
+                    log_every: int = 20) -> tuple[dict, int]:
+    """Returns ({mean loss terms}, global_step after the epoch). Stops on a non-finite loss.
+
+    Every `log_every` steps, every loss term the criterion returns goes to TensorBoard (`writer`)."""
     model.train()
     criterion.train()
     sums, count = {}, 0
@@ -54,7 +58,7 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
         else:
             loss.backward()
         if clip_max_norm > 0:
-            torch.nn.utils.clip_grad_norm_(unwrap(model).parameters(), clip_max_norm)
+            torch.nn.utils.clip_grad_norm_(du.unwrap(model).parameters(), clip_max_norm)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
@@ -70,9 +74,8 @@ def train_one_epoch(model, criterion, loader, optimizer, scheduler, device, epoc
             sums[k] = sums.get(k, 0.0) + v
         bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
         if writer is not None and global_step % log_every == 0:
-            writer.add_scalar("train/loss", values["loss"], global_step)
-            for k in ("loss_vfl", "loss_bbox", "loss_giou"):
-                writer.add_scalar(f"train/{k}", values[k], global_step)
+            for k, v in values.items():
+                writer.add_scalar(f"train/{k}", v, global_step)
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
     means = {k: v / max(count, 1) for k, v in sums.items()}
     return du.mean_over_ranks(means, device), global_step
@@ -108,18 +111,25 @@ def _to_float32(outputs):
     return outputs
 
 
-def evaluate(model, postprocessor, loader, coco_dataset, device, img_ids=None, amp_dtype=None, backend="faster",
-             progress=True, verbose=True):
+class Evaluation(NamedTuple):
+    stats: dict          # the 12 COCO numbers by name (evaluation.COCO_STAT_NAMES)
+    detections: list     # all ranks' detections, COCO results format
+    cocoeval: object     # the COCOeval object (None when there were no detections)
+    seconds: float
+
+
+def evaluate(model: torch.nn.Module, postprocessor: torch.nn.Module, loader, coco_dataset, device: torch.device,
+             img_ids=None, amp_dtype=None, backend: str = "faster", progress: bool = True,
+             verbose: bool = True) -> Evaluation:
     """COCO bbox metrics of `model` over `loader` (all ranks predict; every rank gets the numbers).
 
     coco_dataset: the CocoDetection behind the loader (ground truth, label -> category ids);
     img_ids: the images the loader covers when it is a subset (e.g. --max-images).
-    Returns (stats dict, gathered detections, COCOeval object or None, seconds).
     """
     start = time.time()
-    detections, _ = predict(unwrap(model), postprocessor, loader, device, coco_dataset.label2category, amp_dtype,
+    detections, _ = predict(du.unwrap(model), postprocessor, loader, device, coco_dataset.label2category, amp_dtype,
                             progress=progress)
     detections = gather_detections(detections)
     coco_gt = load_coco_gt(coco_dataset.coco.dataset, backend)
     stats, cocoeval = coco_bbox_eval(coco_gt, detections, img_ids, backend, verbose=verbose)
-    return stats, detections, cocoeval, time.time() - start
+    return Evaluation(stats, detections, cocoeval, time.time() - start)

@@ -20,6 +20,8 @@ global registry is left untouched):
   * aten._transformer_encoder_layer_fwd: nn.TransformerEncoderLayer's fast path
     (same conditions), counted as projections + attention + feed-forward.
 """
+import math
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -30,9 +32,7 @@ def attention_flops(query_shape, key_shape, value_shape):
     """2 * MAC of softmax(Q K^T) V for q [B, heads, N_q, d], k [B, heads, N_k, d], v [B, heads, N_k, d_v]."""
     *batch, n_q, d = query_shape
     n_k, d_v = key_shape[-2], value_shape[-1]
-    batch_size = 1
-    for size in batch:
-        batch_size *= size
+    batch_size = math.prod(batch)
     return 2 * batch_size * n_q * n_k * (d + d_v)
 
 
@@ -40,9 +40,7 @@ def attention_backward_flops(query_shape, key_shape, value_shape):
     """Backward of attention_flops: recompute Q K^T, then grads of P, V, Q and K (5 products)."""
     *batch, n_q, d = query_shape
     n_k, d_v = key_shape[-2], value_shape[-1]
-    batch_size = 1
-    for size in batch:
-        batch_size *= size
+    batch_size = math.prod(batch)
     return 2 * batch_size * n_q * n_k * (3 * d + 2 * d_v)
 
 
@@ -60,9 +58,7 @@ def native_mha_flop(query_shape, key_shape, value_shape, embed_dim, num_heads, *
     """aten._native_multi_head_attention on [B, N, E] inputs: 3 in-projections + attention + out-projection."""
     *batch, n_q, _ = query_shape
     n_k = key_shape[-2]
-    batch_size = 1
-    for size in batch:
-        batch_size *= size
+    batch_size = math.prod(batch)
     projections = 2 * batch_size * embed_dim * embed_dim * (2 * n_q + 2 * n_k)  # Q, out on N_q; K, V on N_k
     head_dim = embed_dim // num_heads
     attention = attention_flops((batch_size, num_heads, n_q, head_dim),
@@ -77,9 +73,7 @@ def transformer_encoder_layer_flop(src_shape, embed_dim, num_heads, qkv_weight_s
                                    norm_bias_2_shape, ffn_weight_1_shape, *args, out_shape=None, **kwargs):
     """aten._transformer_encoder_layer_fwd on [B, N, E]: self-attention block + 2-layer feed-forward."""
     *batch, n, _ = src_shape
-    batch_size = 1
-    for size in batch:
-        batch_size *= size
+    batch_size = math.prod(batch)
     ffn_dim = ffn_weight_1_shape[0]
     attention_block = native_mha_flop(src_shape, src_shape, src_shape, embed_dim, num_heads)
     feed_forward = 2 * 2 * batch_size * n * embed_dim * ffn_dim

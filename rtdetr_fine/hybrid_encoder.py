@@ -108,9 +108,10 @@ class CSPRepLayer(nn.Module):
 class HybridEncoder(nn.Module):
     """Backbone maps (strides 8/16/32) -> three fused maps of `hidden_dim` channels, same strides."""
 
-    def __init__(self, in_channels=(512, 1024, 2048), feat_strides=(8, 16, 32), hidden_dim=256, nhead=8,
-                 dim_feedforward=1024, dropout=0.0, enc_act="gelu", use_encoder_idx=(2,), num_encoder_layers=1,
-                 pe_temperature=10000, expansion=1.0, depth_mult=1.0, act="silu", fine=None):
+    def __init__(self, in_channels=(512, 1024, 2048), feat_strides=(8, 16, 32), hidden_dim: int = 256,
+                 nhead: int = 8, dim_feedforward: int = 1024, dropout: float = 0.0, enc_act: str = "gelu",
+                 use_encoder_idx=(2,), num_encoder_layers: int = 1, pe_temperature: float = 10000,
+                 expansion: float = 1.0, depth_mult: float = 1.0, act: str = "silu", fine: dict | None = None):
         super().__init__()
         self.in_channels = list(in_channels)
         self.feat_strides = list(feat_strides)

@@ -54,6 +54,11 @@ def check_data_paths(cfg, splits=("train", "val")):
         raise DataPathError("dataset not found:\n" + "\n".join(missing) + "\n\n" + COCO_HELP)
 
 
+def workers(requested):
+    """DataLoader workers: the config's number, at most the machine's CPU count (more only contend)."""
+    return min(requested, os.cpu_count() or 1)
+
+
 def per_process_batch_size(cfg, world_size):
     """Training images per process: train_dataloader.batch_size when set (an explicit per-process
     override), else total_batch_size / world_size, which must divide evenly."""
@@ -87,7 +92,7 @@ def build_train_loader(cfg, seed):
     sampler = DistributedSampler(dataset, num_replicas=du.world_size(), rank=du.rank(), shuffle=True, seed=seed)
     collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank()) \
         if t["multi_scale"] else collate
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=t["num_workers"],
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers(t["num_workers"]),
                         collate_fn=collate_fn, drop_last=True, pin_memory=torch.cuda.is_available(),
                         persistent_workers=False)
     if len(loader) == 0:
@@ -117,5 +122,6 @@ def build_val_loader(cfg, max_images=None):
     sampler = DistributedSampler(subset, num_replicas=du.world_size(), rank=du.rank(), shuffle=False) \
         if du.world_size() > 1 else None
     loader = DataLoader(subset, batch_size=v["batch_size"], sampler=sampler, shuffle=False,
-                        num_workers=v["num_workers"], collate_fn=collate, pin_memory=torch.cuda.is_available())
+                        num_workers=workers(v["num_workers"]), collate_fn=collate,
+                        pin_memory=torch.cuda.is_available())
     return loader, dataset, img_ids

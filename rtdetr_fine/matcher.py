@@ -8,7 +8,8 @@ from torchvision.ops import box_convert, generalized_box_iou
 class HungarianMatcher(nn.Module):
     """cost = cost_bbox * L1 + cost_class * focal cost + cost_giou * (-GIoU), solved per image."""
 
-    def __init__(self, cost_class=2.0, cost_bbox=5.0, cost_giou=2.0, alpha=0.25, gamma=2.0):
+    def __init__(self, cost_class: float = 2.0, cost_bbox: float = 5.0, cost_giou: float = 2.0, alpha: float = 0.25,
+                 gamma: float = 2.0):
         super().__init__()
         self.cost_class, self.cost_bbox, self.cost_giou = cost_class, cost_bbox, cost_giou
         self.alpha, self.gamma = alpha, gamma

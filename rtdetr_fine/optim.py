@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from .config import ConfigError
+from .distributed import unwrap
 
 
 def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float) -> list:
-    """AdamW groups as the official RT-DETR builds them from its YAML: each group's regex is
+    """Optimiser groups as the official RT-DETR builds them from its YAML: each group's regex is
     matched (re.search) on the trainable parameters' names; a group without lr / weight_decay
     gets the defaults; the names no group matches form the last group.
 
@@ -37,8 +38,10 @@ def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float)
 
 def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
     o = cfg["optimizer"]
-    return torch.optim.AdamW(param_groups(model, o["params"], o["lr"], o["weight_decay"]),
-                             lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
+    groups = param_groups(model, o["params"], o["lr"], o["weight_decay"])
+    if o["type"] == "SGD":        # the SSD / CFSAM recipe
+        return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+    return torch.optim.AdamW(groups, lr=o["lr"], betas=tuple(o["betas"]), weight_decay=o["weight_decay"])
 
 
 def build_scheduler(optimizer, cfg, iters_per_epoch):
@@ -87,8 +90,3 @@ class ModelEMA:
     def load_state_dict(self, state):
         self.module.load_state_dict(state["module"])
         self.updates = state["updates"]
-
-
-def unwrap(model):
-    """The plain model inside DistributedDataParallel (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

@@ -14,7 +14,7 @@ class PostProcessor(nn.Module):
     labels mapped back to COCO category ids when remap_mscoco_category is on.
     """
 
-    def __init__(self, num_classes=80, num_top_queries=300, remap_mscoco_category=False):
+    def __init__(self, num_classes: int = 80, num_top_queries: int = 300, remap_mscoco_category: bool = False):
         super().__init__()
         self.num_classes, self.num_top_queries = num_classes, num_top_queries
         self.remap_mscoco_category = remap_mscoco_category

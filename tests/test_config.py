@@ -94,6 +94,59 @@ def test_per_process_batch_size_overrides_and_says_so():
 def test_bad_batch_sizes_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key):
         rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [override])
+
+
+@pytest.mark.parametrize("overrides, names", [
+    (["cross_layer=cfsam", "fine.enabled=true"], ["cross_layer", "fine.enabled"]),
+    (["detector=yolo"], ["detector"]),
+    (["detector=ssd300", "fine.enabled=true"], ["fine.enabled", "detector"]),
+    (["cross_layer=fine"], ["cross_layer"]),
+    (["optimizer.type=Adam"], ["optimizer.type"]),
+    (["cfsam.layers=2"], ["cfsam.layers"]),
+    (["ssd.nms=0.5"], ["ssd.nms"]),
+])
+def test_detector_and_cross_layer_errors_name_the_keys(overrides, names):
+    with pytest.raises(ConfigError) as e:
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), overrides)
+    for name in names:
+        assert name in str(e.value)
+
+
+def test_fine_config_with_cfsam_is_an_error_naming_the_file(tmp_path):
+    p = tmp_path / "both.yml"
+    p.write_text(f"__include__: {config_path('rtdetr_r18_fine.yml')}\ncross_layer: cfsam\n")
+    with pytest.raises(ConfigError, match=r"both\.yml.*cross_layer: cfsam and fine\.enabled"):
+        rtdetr_fine.load_config(str(p))
+
+
+@pytest.mark.parametrize("name, detector, cross_layer, classes, optimizer", [
+    ("ssd300.yml", "ssd300", None, 20, "SGD"),
+    ("ssd300_cfsam.yml", "ssd300", "cfsam", 20, "SGD"),
+    ("ssd300_coco.yml", "ssd300", None, 80, "SGD"),
+    ("ssd300_cfsam_coco.yml", "ssd300", "cfsam", 80, "SGD"),
+    ("rtdetr_r18_cfsam.yml", "rtdetr", "cfsam", 80, "AdamW"),
+    ("demo/ssd300_cfsam_shapes.yml", "ssd300", "cfsam", 3, "AdamW"),
+    ("demo/rtdetr_r18_cfsam_shapes.yml", "rtdetr", "cfsam", 3, "AdamW"),
+])
+def test_cfsam_and_ssd_configs(name, detector, cross_layer, classes, optimizer):
+    cfg = rtdetr_fine.load_config(config_path(name))
+    assert (cfg["detector"], cfg["cross_layer"], cfg["num_classes"], cfg["optimizer"]["type"]) == \
+        (detector, cross_layer, classes, optimizer)
+    assert not cfg["fine"]["enabled"]
+
+
+def test_ssd300_configs_carry_the_cfsam_paper_recipe():
+    voc = rtdetr_fine.load_config(config_path("ssd300_cfsam.yml"))
+    o = voc["optimizer"]
+    assert (o["lr"], o["momentum"], o["weight_decay"], o["lr_milestones"], o["lr_gamma"]) == \
+        (1e-3, 0.9, 5e-4, [130, 220], 0.1)
+    assert voc["epochs"] == 260 and voc["train_dataloader"]["batch_size"] == 48
+    assert voc["train_dataloader"]["image_size"] == voc["val_dataloader"]["image_size"] == 300
+    coco = rtdetr_fine.load_config(config_path("ssd300_cfsam_coco.yml"))
+    assert coco["epochs"] == 120 and coco["train_dataloader"]["batch_size"] == 16
+    assert coco["remap_mscoco_category"] and coco["optimizer"]["lr"] == 1e-3
+
+
 def test_anydepth_is_off_by_default_and_on_in_its_configs():
     assert rtdetr_fine.load_config(config_path("rtdetr_r50.yml"))["anydepth"] == {
         "enabled": False, "min_decoder_layers": None}
@@ -105,3 +158,5 @@ def test_anydepth_is_off_by_default_and_on_in_its_configs():
         # the rest is the base config's
         assert {k: v for k, v in cfg.items() if k not in ("anydepth", "output_dir")} == \
             {k: v for k, v in ref.items() if k not in ("anydepth", "output_dir")}
+    with pytest.raises(ConfigError, match="anydepth.enabled: true needs detector: rtdetr"):
+        rtdetr_fine.load_config(config_path("ssd300.yml"), ["anydepth.enabled=true"])

@@ -114,3 +114,16 @@ def test_ema_follows_the_model_early_and_averages_later():
     assert not ema.module.weight.requires_grad
     state = ema.state_dict()
     assert set(state) == {"module", "updates"} and state["updates"] == 201
+
+
+def test_optimizer_type_sgd_uses_momentum_and_weight_decay(r18_cfg):
+    r18_cfg["optimizer"].update(type="SGD", momentum=0.8, lr=1e-3, weight_decay=5e-4)
+    optimizer = build_optimizer(rtdetr_fine.build_model(r18_cfg), r18_cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert {g["momentum"] for g in optimizer.param_groups} == {0.8}
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {5e-4, 0.0}     # the R18 groups still apply
+    r18_cfg["optimizer"]["params"] = []                                           # one group, as the SSD configs
+    groups = build_optimizer(rtdetr_fine.build_model(r18_cfg), r18_cfg).param_groups
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 5e-4 and groups[0]["lr"] == 1e-3
+    r18_cfg["optimizer"]["type"] = "AdamW"
+    assert isinstance(build_optimizer(rtdetr_fine.build_model(r18_cfg), r18_cfg), torch.optim.AdamW)

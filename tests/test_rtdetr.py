@@ -80,3 +80,19 @@ def test_eval_runs_at_other_sizes(r18_cfg, size):
         out = model(torch.rand(1, 3, *size))
     assert out["pred_boxes"].shape == (1, 30, 4)
     assert ((out["pred_boxes"] >= 0) & (out["pred_boxes"] <= 1)).all()
+
+
+def test_deploy_converts_every_module_that_offers_a_deploy_form(r18_cfg):
+    """RTDETR.deploy knows no module types: anything with convert_to_deploy is converted."""
+    calls = []
+
+    class WithDeployForm(torch.nn.Identity):
+        def convert_to_deploy(self):
+            calls.append(self)
+
+    model = rtdetr_fine.build_model(r18_cfg)
+    extra = WithDeployForm()
+    model.encoder.extra = extra
+    model.deploy()
+    assert calls == [extra] and not model.training
+    assert not any(hasattr(m, "conv1") for m in model.modules() if type(m).__name__ == "RepVggBlock")

@@ -6,12 +6,25 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, config_path
+from helpers import ROOT, config_path, run_script
 
-import train
 from rtdetr_fine.data import make_hygiene_dataset, make_shapes_dataset
 
 DEMO = config_path("demo/rtdetr_r18_fine_shapes.yml")
+
+
+def train(argv):
+    """python train.py ARGV, in this process; a non-zero exit fails the calling test."""
+    assert run_script("train.py", argv) == 0
+
+
+def train_error(argv, capsys):
+    """python train.py ARGV that must fail: its stderr (one message, no traceback)."""
+    capsys.readouterr()
+    assert run_script("train.py", argv) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
 
 
 def tiny_demo(tmp_path, out, *extra):
@@ -52,10 +65,10 @@ def _initial_params():
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
-    train.main(tiny_demo(tmp_path, full, "epochs=2"))
-    train.main(tiny_demo(tmp_path, part, "epochs=1"))
+    train(tiny_demo(tmp_path, full, "epochs=2"))
+    train(tiny_demo(tmp_path, part, "epochs=1"))
     assert (part / "last.pth").exists()
-    train.main(tiny_demo(tmp_path, part, "epochs=2") + ["-r", str(part / "last.pth")])
+    train(tiny_demo(tmp_path, part, "epochs=2") + ["-r", str(part / "last.pth")])
     a, b = read_log(full), read_log(part)
     assert [r["epoch"] for r in a] == [0, 1] and [r["epoch"] for r in b] == [0, 1]
     for key in ("train_loss", "train_loss_vfl", "train_loss_bbox_dn_0", "val_AP50", "lr"):
@@ -74,7 +87,7 @@ def test_hygiene_dataset_trains_one_epoch(tmp_path):
                      f"val_dataloader.dataset.img_folder={h['img_folder']}",
                      f"val_dataloader.dataset.ann_file={h['ann_file']}", "train_dataloader.batch_size=2",
                      "train_dataloader.dataset.exif_transpose=true", "val_dataloader.dataset.exif_transpose=true")
-    train.main(args)
+    train(args)
     log = read_log(out)
     assert len(log) == 1 and all(v == v for v in log[0].values() if isinstance(v, float))   # no NaN
     assert (out / "last.pth").exists()
@@ -84,7 +97,7 @@ def test_coco_config_on_any_small_coco_format_set(tmp_path):
     """The issue's command: the full R18+FINE config, only data paths and class count changed."""
     paths = make_shapes_dataset(tmp_path / "set", num_train=4, num_val=2, image_size=96, num_classes=3)
     out = tmp_path / "run"
-    train.main(["-c", config_path("rtdetr_r18_fine.yml"), "-u",
+    train(["-c", config_path("rtdetr_r18_fine.yml"), "-u",
                 f"train_dataloader.dataset.img_folder={paths['train_img_folder']}",
                 f"train_dataloader.dataset.ann_file={paths['train_ann_file']}",
                 f"val_dataloader.dataset.img_folder={paths['val_img_folder']}",
@@ -97,15 +110,13 @@ def test_coco_config_on_any_small_coco_format_set(tmp_path):
 
 
 def test_missing_coco_stops_early_with_instructions(capsys):
-    with pytest.raises(SystemExit) as e:
-        train.main(["-c", config_path("rtdetr_r18_fine.yml"), "-u",
-                    "train_dataloader.dataset.img_folder=/nonexistent/train2017"])
-    msg = str(e.value)
+    msg = train_error(["-c", config_path("rtdetr_r18_fine.yml"), "-u",
+                       "train_dataloader.dataset.img_folder=/nonexistent/train2017"], capsys)
     assert "/nonexistent/train2017" in msg and "instances_train2017.json" in msg
     assert "python train.py -c configs/demo/rtdetr_r18_fine_shapes.yml" in msg
 
 
-def test_broken_annotation_file_and_missing_image_are_named(tmp_path):
+def test_broken_annotation_file_and_missing_image_are_named(tmp_path, capsys):
     paths = make_shapes_dataset(tmp_path / "set", num_train=4, num_val=2, image_size=64, num_classes=3)
     broken = tmp_path / "broken.json"
     broken.write_text('{"images": [], "annotations": [')
@@ -114,23 +125,17 @@ def test_broken_annotation_file_and_missing_image_are_named(tmp_path):
             f"val_dataloader.dataset.img_folder={paths['val_img_folder']}",
             f"val_dataloader.dataset.ann_file={paths['val_ann_file']}", "train_dataloader.num_workers=0",
             "val_dataloader.num_workers=0", "epochs=1"]
-    with pytest.raises(SystemExit) as e:
-        train.main(base + [f"train_dataloader.dataset.ann_file={broken}"])
-    assert "broken.json" in str(e.value)
+    assert "broken.json" in train_error(base + [f"train_dataloader.dataset.ann_file={broken}"], capsys)
 
     ann = json.loads(open(paths["train_ann_file"]).read())
     missing_name = ann["images"][0]["file_name"]
     os.remove(os.path.join(paths["train_img_folder"], missing_name))
-    with pytest.raises(SystemExit) as e:
-        train.main(base + [f"train_dataloader.dataset.ann_file={paths['train_ann_file']}",
-                           "train_dataloader.batch_size=4"])
-    assert missing_name in str(e.value)
+    assert missing_name in train_error(base + [f"train_dataloader.dataset.ann_file={paths['train_ann_file']}",
+                                               "train_dataloader.batch_size=4"], capsys)
 
 
-def test_unknown_override_key_is_named():
-    with pytest.raises(SystemExit) as e:
-        train.main(["-c", DEMO, "-u", "optimizer.learning_rate=1"])
-    assert "optimizer.learning_rate" in str(e.value)
+def test_unknown_override_key_is_named(capsys):
+    assert "optimizer.learning_rate" in train_error(["-c", DEMO, "-u", "optimizer.learning_rate=1"], capsys)
 
 
 def test_anydepth_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path):

@@ -20,7 +20,7 @@ What is measured:
   * GFLOPs: rtdetr_fine.flops.count_flops, 2 x multiply-accumulates of matrix
     products and convolutions, attention included (see rtdetr_fine/flops.py).
   * latency: median (and min) wall time of `--runs` single-image inferences after
-    `--warmup` ones; model + post-processor, i.e. what export_onnx.py exports.
+    `--warmup` ones; model + post-processor, i.e. what export_onnx.py (rtdetr_fine/deploy.py) exports.
     Steady state: the models take turns in blocks of `--block` consecutive runs,
     each block after one untimed run (see time_in_blocks), so a change in
     background load hits all of them alike; runs during which other processes
@@ -42,14 +42,13 @@ import statistics
 import sys
 import time
 
+import torch
+
+from rtdetr_fine import deploy
+from rtdetr_fine.config import ConfigError
+from rtdetr_fine.flops import count_flops, count_params
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import torch  # noqa: E402
-
-import export_onnx  # noqa: E402
-from rtdetr_fine.flops import count_flops, count_params  # noqa: E402
 
 ABLATION = (
     ("baseline", "configs/rtdetr_r18.yml"),
@@ -58,6 +57,10 @@ ABLATION = (
     ("linear_bottleneck", "configs/ablation/rtdetr_r18_fine_linear_bottleneck.yml"),
 )
 RATIO_KEYS = ("params", "gflops", "eager_ms", "ort_ms")
+
+
+class BenchmarkError(Exception):
+    """A user-facing failure (bad argument, config or ONNX file): printed without a traceback."""
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -206,22 +209,13 @@ def paired_ratio(reference, samples):
     return statistics.median(ratios) if ratios else None
 
 
-def ort_session(path, threads):
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
 class Candidate:
     """One config under test: the deploy model, its ONNX export and onnxruntime session."""
 
     def __init__(self, name, config, overrides, height, width, threads, work_dir):
         self.name, self.config = name, config
-        self.model = export_onnx.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
-        self.images, self.sizes = export_onnx.example_inputs(1, height, width)
+        self.model = deploy.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
+        self.images, self.sizes = deploy.example_inputs(1, height, width)
         self.onnx_path = os.path.join(work_dir, f"{name}.onnx")
         self.threads = threads
         self.session = None
@@ -233,7 +227,7 @@ class Candidate:
             try:
                 self.model(self.images, self.sizes)
             except ValueError as e:  # the model rejects the input size (e.g. fewer tokens than queries)
-                raise export_onnx.ExportError(f"{self.name}: {e}") from None
+                raise BenchmarkError(f"{self.name}: {e}") from None
         self.result["eager_peak_mib"] = mem.mib
         self.result["params"] = count_params(self.model.model)
         self.result["gflops"] = count_flops(self.model.model, self.images) / 1e9
@@ -241,9 +235,9 @@ class Candidate:
     def export(self):
         """ONNX export, then a fresh onnxruntime session and its first run (memory)."""
         height, width = self.images.shape[-2:]
-        export_onnx.export(self.model, self.onnx_path, height, width, batch_size=1)
+        deploy.export(self.model, self.onnx_path, height, width, batch_size=1)
         with PeakMemory() as mem:
-            self.session = ort_session(self.onnx_path, self.threads)
+            self.session = deploy.onnxruntime_session(self.onnx_path, self.threads)
             self.run_ort()
         self.result["ort_peak_mib"] = mem.mib
 
@@ -260,20 +254,20 @@ class OnnxFile:
 
     def __init__(self, name, path, height, width, threads):
         self.name = name
-        self.images, self.sizes = export_onnx.example_inputs(1, height, width)
+        self.images, self.sizes = deploy.example_inputs(1, height, width)
         with PeakMemory() as mem:
             try:
-                self.session = ort_session(path, threads)
+                self.session = deploy.onnxruntime_session(path, threads)
             except Exception as e:  # onnxruntime raises its own exception types
-                raise export_onnx.ExportError(f"--onnx {name}={path}: onnxruntime cannot load it: {e}") from None
+                raise BenchmarkError(f"--onnx {name}={path}: onnxruntime cannot load it: {e}") from None
             inputs = {i.name for i in self.session.get_inputs()}
             if inputs != {"images", "orig_target_sizes"}:
-                raise export_onnx.ExportError(f"--onnx {name}={path}: inputs are {sorted(inputs)}, expected "
+                raise BenchmarkError(f"--onnx {name}={path}: inputs are {sorted(inputs)}, expected "
                                               f"images and orig_target_sizes (the RT-DETR deploy interface)")
             try:
                 self.run_ort()
             except Exception as e:
-                raise export_onnx.ExportError(f"--onnx {name}={path}: does not run on a 1x3x{height}x{width} "
+                raise BenchmarkError(f"--onnx {name}={path}: does not run on a 1x3x{height}x{width} "
                                               f"input: {e}") from None
         self.result = {"name": name, "config": None, "onnx": os.path.abspath(path), "params": None,
                        "gflops": None, "eager_ms": None, "eager_min_ms": None, "eager_peak_mib": None,
@@ -400,6 +394,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def input_hw(sizes):
+    """--input-size values -> (height, width), validated."""
+    if len(sizes) not in (1, 2):
+        raise BenchmarkError(f"--input-size takes S or H W, got {sizes}")
+    height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes
+    try:
+        deploy.check_input_size(height, width)
+    except ValueError as e:
+        raise BenchmarkError(f"--input-size: {e}") from None
+    return height, width
+
+
 def parse_onnx_args(items):
     """['name=path', ...] -> [(name, path)]; a bare path is named after its file."""
     out = []
@@ -408,9 +414,9 @@ def parse_onnx_args(items):
         if not sep:
             name, path = os.path.splitext(os.path.basename(item))[0], item
         if not name or not path:
-            raise export_onnx.ExportError(f"--onnx {item!r}: expected NAME=PATH")
+            raise BenchmarkError(f"--onnx {item!r}: expected NAME=PATH")
         if not os.path.isfile(path):
-            raise export_onnx.ExportError(f"--onnx {name}={path}: file not found")
+            raise BenchmarkError(f"--onnx {name}={path}: file not found")
         out.append((name, path))
     return out
 
@@ -444,9 +450,9 @@ def record_latencies(models, runtime, args):
 
 def run(args, log=print):
     """Benchmark and write the outputs; returns the report dict."""
-    height, width = export_onnx.input_hw(args.input_size)
+    height, width = input_hw(args.input_size)
     if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.block < 1:
-        raise export_onnx.ExportError("--runs, --threads and --block must be >= 1, --warmup >= 0")
+        raise BenchmarkError("--runs, --threads and --block must be >= 1, --warmup >= 0")
     onnx_files = parse_onnx_args(args.onnx)
     torch.set_num_threads(args.threads)
     work_dir = os.path.join(args.out_dir, "onnx")
@@ -501,7 +507,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args)
-    except export_onnx.ExportError as e:
+    except (BenchmarkError, ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -19,11 +19,11 @@ RESULT_FIELDS = {"name", "config", "params", "gflops", "eager_ms", "eager_min_ms
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("bench")
-    # an ONNX file exported elsewhere (here: by export_onnx.py) is timed next to the configs
-    import export_onnx
+    # an ONNX file exported elsewhere (here: by rtdetr_fine.deploy) is timed next to the configs
+    from rtdetr_fine import deploy
     external = str(out_dir / "external_r18.onnx")
-    export_onnx.export(export_onnx.build_deploy_model(os.path.join(ROOT, "configs", "rtdetr_r18.yml"),
-                                                      log=lambda *a: None), external, 160, 160)
+    deploy.export(deploy.build_deploy_model(os.path.join(ROOT, "configs", "rtdetr_r18.yml"), log=lambda *a: None),
+                  external, 160, 160)
     args = benchmark.parse_args(["--ablation", "--input-size", "160", "--runs", "2", "--warmup", "1",
                                  "--block", "2", "--threads", "2", "--out-dir", str(out_dir),
                                  "--onnx", f"external={external}"])

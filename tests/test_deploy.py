@@ -1,10 +1,10 @@
-"""ONNX export (export_onnx.py): onnxruntime agrees with PyTorch, TensorRT-parsable ops, dynamic batch."""
+"""rtdetr_fine/deploy.py: onnxruntime agrees with PyTorch, TensorRT-parsable ops, dynamic batch, trace forms."""
 import os
 
 import pytest
 import torch
 
-import export_onnx
+from rtdetr_fine import deploy
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -16,6 +16,7 @@ CONFIGS = {mode: os.path.join(ROOT, "configs", path) for mode, path in {
     "quadratic": "ablation/rtdetr_r18_fine_quadratic.yml",
     "linear": "ablation/rtdetr_r18_fine_linear.yml",
     "linear_bottleneck": "ablation/rtdetr_r18_fine_linear_bottleneck.yml",
+    "cfsam": "rtdetr_r18_cfsam.yml",
 }.items()}
 
 # ONNX ops the TensorRT 10 ONNX parser supports without plugins, restricted to those a
@@ -35,24 +36,24 @@ TENSORRT10_OPS = {
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """{mode: (DeployModel, path)} for the baseline and the three FINE modes, dynamic batch."""
+    """{mode: (DeployModel, path)} for the baseline, the three FINE modes and CFSAM, dynamic batch."""
     folder = tmp_path_factory.mktemp("onnx")
     out = {}
     for mode, config in CONFIGS.items():
         torch.manual_seed(0)
-        model = export_onnx.build_deploy_model(config, log=lambda *a: None)
+        model = deploy.build_deploy_model(config, log=lambda *a: None)
         path = str(folder / f"{mode}.onnx")
-        export_onnx.export(model, path, SIZE, SIZE, dynamic=True)
+        deploy.export(model, path, SIZE, SIZE, dynamic=True)
         out[mode] = (model, path)
     return out
 
 
 def pytorch_vs_onnxruntime(model, path, batch_size, seed=1):
-    images, sizes = export_onnx.example_inputs(batch_size, SIZE, SIZE, seed=seed)
+    images, sizes = deploy.example_inputs(batch_size, SIZE, SIZE, seed=seed)
     sizes[-1] = torch.tensor([SIZE * 2, SIZE + 64])   # another original-image size in the batch
     with torch.no_grad():
         expected = [t.numpy() for t in model(images, sizes)]
-    return expected, export_onnx.run_onnxruntime(path, images, sizes)
+    return expected, deploy.run_onnxruntime(path, images, sizes)
 
 
 @pytest.mark.parametrize("mode", list(CONFIGS))
@@ -63,7 +64,7 @@ def test_onnxruntime_matches_pytorch_for_batch_1_and_3(exported, mode):
         assert [a.shape for a in got] == [(batch_size, 300), (batch_size, 300, 4), (batch_size, 300)]
         assert got[0].dtype.name == "int64" and got[1].dtype.name == got[2].dtype.name == "float32"
         top100 = lambda outs: [a[:, :100] for a in outs]  # noqa: E731
-        assert export_onnx.match_detections(top100(expected), top100(got)) >= 0.95, (mode, batch_size)
+        assert deploy.twin_fraction(top100(expected), top100(got)) >= 0.95, (mode, batch_size)
 
 
 @pytest.mark.parametrize("mode", list(CONFIGS))
@@ -75,7 +76,7 @@ def test_opset_17_interface_and_tensorrt_op_set(exported, mode):
     assert [i.name for i in graph.graph.input] == ["images", "orig_target_sizes"]
     assert [o.name for o in graph.graph.output] == ["labels", "boxes", "scores"]
     assert graph.graph.input[1].type.tensor_type.elem_type == onnx.TensorProto.INT64
-    unsupported = set(export_onnx.op_types(path)) - TENSORRT10_OPS
+    unsupported = set(deploy.op_types(path)) - TENSORRT10_OPS
     assert not unsupported, f"{mode}: ops outside the TensorRT 10 list: {sorted(unsupported)}"
 
 
@@ -94,45 +95,13 @@ def test_backbone_shortcut_pools_export_without_ceil_mode_and_are_restored(expor
     assert ceil == [True, True, True]
 
 
-def test_match_detections_ignores_order_but_not_tolerance():
+def test_twin_fraction_ignores_order_but_not_tolerance():
     labels = torch.tensor([[1, 2, 3]]).numpy()
     boxes = torch.tensor([[[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 2, 2]]], dtype=torch.float32).numpy()
     scores = torch.tensor([[0.9, 0.8, 0.7]]).numpy()
     reference = (labels, boxes, scores)
     shuffled = (labels[:, ::-1], boxes[:, ::-1], scores[:, ::-1])
-    assert export_onnx.match_detections(reference, shuffled) == 1.0
+    assert deploy.twin_fraction(reference, shuffled) == 1.0
     moved = boxes.copy()
     moved[0, 0, 0] += 0.6
-    assert export_onnx.match_detections(reference, (labels, moved, scores)) == pytest.approx(2 / 3)
-
-
-def test_cli_loads_checkpoint_simplifies_and_checks(tmp_path, capsys):
-    import rtdetr_fine
-    cfg = rtdetr_fine.load_config(CONFIGS["baseline"], ["backbone.pretrained=null"])
-    torch.manual_seed(3)
-    ckpt = tmp_path / "ckpt.pth"   # as training writes it: EMA weights, RepVGG branches unfused
-    torch.save({"ema": {"module": rtdetr_fine.build_model(cfg).state_dict()}}, ckpt)
-    out = tmp_path / "model.onnx"
-    code = export_onnx.main(["-c", CONFIGS["baseline"], "-r", str(ckpt), "-o", str(out),
-                             "--input-size", str(SIZE), "--batch-size", "2", "--simplify", "--check"])
-    text = capsys.readouterr().out
-    assert code == 0 and out.is_file()
-    assert "loaded ema weights" in text
-    assert "simplified with onnx" in text or "neither onnxslim nor onnxsim" in text
-    assert "% of the top-100 detections agree" in text
-    assert "ONNX op types" in text and "GridSample" in text
-    graph = onnx.load(str(out)).graph
-    assert graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["-c", "configs/missing.yml"], "config file not found"),
-    (["-c", CONFIGS["baseline"], "-r", "missing.pth"], "checkpoint not found"),
-    (["-c", CONFIGS["baseline"], "-u", "fine.attention=softmax"], "fine.attention must be one of"),
-    (["-c", CONFIGS["baseline"], "--input-size", "300"], "multiples of 32"),
-    (["-c", CONFIGS["baseline"], "--input-size", "96"], "fewer than decoder.num_queries=300"),
-])
-def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, argv, message):
-    assert export_onnx.main(argv + ["-o", str(tmp_path / "x.onnx")]) == 1
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
+    assert deploy.twin_fraction(reference, (labels, moved, scores)) == pytest.approx(2 / 3)

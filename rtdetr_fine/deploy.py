@@ -1,0 +1,243 @@
+"""Deployment: the detector + post-processor as one graph, its ONNX export and onnxruntime.
+
+The exported graph has the official RT-DETR deploy interface, so TensorRT / onnxruntime
+scripts written for it work unchanged:
+
+    inputs   images              float32 [N, 3, H, W], RGB in [0, 1]
+             orig_target_sizes   int64   [N, 2], (width, height) of the original images
+    outputs  labels              int64   [N, K]     contiguous class ids (0..num_classes-1)
+             boxes               float32 [N, K, 4]  xyxy in original-image pixels
+             scores              float32 [N, K]     sigmoid scores, sorted descending
+
+Deploy-only forms live here, not in the model files: `model.deploy()` converts every
+module that offers `convert_to_deploy` (RepVGG blocks fuse their branches), and
+`fixed_size_forms` applies the forms that only hold for one traced input size.
+"""
+import contextlib
+import os
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .build import build_model, build_postprocessor
+from .checkpoint import load_weights
+from .config import load_config
+
+INPUT_NAMES = ["images", "orig_target_sizes"]
+OUTPUT_NAMES = ["labels", "boxes", "scores"]
+OPSET = 17   # TensorRT 8.6+ and onnxruntime; the TorchScript exporter (dynamo=False) reaches it
+
+
+class DeployModel(nn.Module):
+    """Model + post-processor in deploy mode: (images, orig_target_sizes) -> (labels, boxes, scores).
+
+    `image_size` is the size it is exported at by default (the config's val_dataloader.image_size).
+    """
+
+    def __init__(self, model: nn.Module, postprocessor: nn.Module, image_size=640):
+        super().__init__()
+        self.model = model.deploy()
+        self.postprocessor = postprocessor.deploy()
+        self.image_size = image_size
+
+    def forward(self, images: torch.Tensor, orig_target_sizes: torch.Tensor):
+        return self.postprocessor(self.model(images), orig_target_sizes)
+
+
+def build_deploy_model(config: str, checkpoint: str | None = None, overrides=(), log=print) -> DeployModel:
+    """Config path (+ checkpoint, + `-u` overrides) -> DeployModel in eval/deploy mode.
+
+    Raises ConfigError / FileNotFoundError / ValueError with messages naming the file or key.
+    """
+    cfg = load_config(config, ["backbone.pretrained=null", *overrides])   # weights come from the checkpoint
+    model = build_model(cfg)
+    if checkpoint:
+        which = load_weights(model, checkpoint)
+        log(f"loaded {which} weights from {checkpoint}")
+    else:
+        log("no checkpoint given: exporting randomly initialised weights")
+    return DeployModel(model, build_postprocessor(cfg), cfg["val_dataloader"]["image_size"]).eval()
+
+
+def example_inputs(batch_size: int, height: int, width: int, seed: int = 0):
+    """Random images in [0, 1] and their (w, h) sizes, as the exported graph expects."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(batch_size, 3, height, width, generator=g)
+    sizes = torch.tensor([[width, height]] * batch_size, dtype=torch.int64)
+    return images, sizes
+
+
+def size_divisibility(model: nn.Module) -> int:
+    """What input sides must be multiples of: the model's `size_divisibility` (SSD300: 1), else
+    RT-DETR's coarsest stride, 32."""
+    return getattr(model, "size_divisibility", 32)
+
+
+def check_input_size(height: int, width: int, divisor: int = 32) -> None:
+    """The anchors (and RT-DETR's sampling grids) are built for one size, a multiple of `divisor`."""
+    if height <= 0 or width <= 0 or height % divisor or width % divisor:
+        what = f"positive multiples of {divisor} (the coarsest stride)" if divisor > 1 else "positive"
+        raise ValueError(f"the input size must be {what}, got {height}x{width}")
+
+
+@contextlib.contextmanager
+def fixed_size_forms(model: nn.Module):
+    """Trace-time forms for one fixed input size (a multiple of 32); the outputs do not change.
+
+    The backbone's shortcut AvgPool2d(2, 2, ceil_mode=True) is traced with ceil_mode=False:
+    its inputs are at strides 4, 8 and 16 of an input that is a multiple of 32, so they have
+    even sizes and ceil_mode changes nothing, but onnxruntime runs ceil_mode pooling outside
+    its blocked convolution layout (measured gain: README, "Export").
+    torch's fused fast path of nn.TransformerEncoderLayer / nn.MultiheadAttention (CFSAM) is
+    switched off while tracing: its kernels have no ONNX form; the regular path computes the same.
+    """
+    ceil_pools = [m for name, m in model.named_modules()
+                  if ".backbone." in f".{name}." and isinstance(m, nn.AvgPool2d) and m.ceil_mode]
+    for m in ceil_pools:
+        m.ceil_mode = False
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield model
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        for m in ceil_pools:
+            m.ceil_mode = True
+
+
+def export(model: DeployModel, path: str, height: int = 640, width: int = 640, batch_size: int = 1,
+           dynamic: bool = False) -> str:
+    """Trace `model` to an opset-17 ONNX file at `path` (fixed H x W; batch fixed or dynamic)."""
+    check_input_size(height, width, size_divisibility(model.model))
+    images, sizes = example_inputs(batch_size, height, width)
+    dynamic_axes = {name: {0: "N"} for name in INPUT_NAMES + OUTPUT_NAMES} if dynamic else None
+    with warnings.catch_warnings(), torch.no_grad(), fixed_size_forms(model):
+        # tracer warnings about shape-derived Python values: the size is fixed by design
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (images, sizes), path, opset_version=OPSET, input_names=INPUT_NAMES,
+                          output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes, do_constant_folding=True,
+                          dynamo=False)
+    return path
+
+
+def op_types(path: str) -> list:
+    """Sorted ONNX op types used in the graph at `path` (top-level graph)."""
+    import onnx
+    return sorted({node.op_type for node in onnx.load(path, load_external_data=False).graph.node})
+
+
+def simplify(path: str) -> str:
+    """Simplify the ONNX file in place with onnxslim or onnxsim; returns a message saying what ran."""
+    import onnx
+    try:
+        import onnxslim
+        onnx.save(onnxslim.slim(onnx.load(path)), path)
+        return "simplified with onnxslim"
+    except ImportError:
+        pass
+    try:
+        import onnxsim
+        model, ok = onnxsim.simplify(onnx.load(path))
+        if not ok:
+            return "onnxsim could not validate the simplified model; kept the original"
+        onnx.save(model, path)
+        return "simplified with onnxsim"
+    except ImportError:
+        return "--simplify: neither onnxslim nor onnxsim is installed (pip install onnxslim); left as exported"
+
+
+def to_fp16(path: str) -> str:
+    """Convert the weights and activations of the ONNX file to float16, keeping float32 inputs/outputs.
+
+    Uses onnxconverter-common (an ImportError naming it otherwise). Meant for GPU runtimes; for
+    TensorRT an fp32 ONNX built with `--fp16` is the usual route. Returns a message.
+    """
+    import onnx
+    try:
+        from onnxconverter_common import float16
+    except ImportError:
+        raise ImportError("--fp16 needs onnxconverter-common (pip install onnxconverter-common); "
+                          "for TensorRT, export fp32 and build the engine with --fp16 instead") from None
+    model = onnx.load(path)
+    own_casts = {node.name for node in model.graph.node if node.op_type == "Cast"}
+    model = float16.convert_float_to_float16(model, keep_io_types=True)
+    for node in model.graph.node:  # the model's own casts to float32 must now produce float16
+        if node.name in own_casts:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
+    onnx.save(model, path)
+    return "converted to float16 (inputs/outputs stay float32)"
+
+
+def onnxruntime_session(path: str, threads: int | None = None):
+    """An onnxruntime CPU session for `path`; `threads` intra-op threads (default: onnxruntime's)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def run_onnxruntime(session_or_path, images: torch.Tensor, sizes: torch.Tensor):
+    """Run a deploy-interface graph; returns (labels, boxes, scores) as numpy arrays."""
+    session = onnxruntime_session(session_or_path) if isinstance(session_or_path, str) else session_or_path
+    return session.run(OUTPUT_NAMES, {"images": images.numpy(), "orig_target_sizes": sizes.numpy()})
+
+
+def twin_fraction(reference, candidate, score_tol: float = 1e-3, box_tol: float = 0.5) -> float:
+    """Fraction of `candidate` detections with a twin in `reference`, per image, averaged.
+
+    Each argument is (labels [N, K], boxes [N, K, 4], scores [N, K]). A twin has the
+    same label, |score difference| <= score_tol and every box coordinate within
+    box_tol pixels. Order is not used: near-tied scores may swap ranks or cross the
+    top-K boundary between runtimes.
+    """
+    ref_labels, ref_boxes, ref_scores = (np.asarray(a) for a in reference)
+    labels, boxes, scores = (np.asarray(a) for a in candidate)
+    matched = total = 0
+    for i in range(labels.shape[0]):
+        same_label = labels[i][:, None] == ref_labels[i][None, :]                       # [K, K_ref]
+        close_score = np.abs(scores[i][:, None] - ref_scores[i][None, :]) <= score_tol
+        close_box = (np.abs(boxes[i][:, None, :] - ref_boxes[i][None, :, :]) <= box_tol).all(-1)
+        matched += int((same_label & close_score & close_box).any(1).sum())
+        total += labels.shape[1]
+    return matched / max(total, 1)
+
+
+def check(path: str, model: DeployModel, height: int, width: int, batch_size: int, top_k: int = 100,
+          score_tol: float = 1e-3, box_tol: float = 0.5) -> dict:
+    """onnx.checker, then onnxruntime vs PyTorch on the same random input. Returns a summary dict."""
+    import onnx
+    onnx.checker.check_model(path, full_check=True)
+    images, sizes = example_inputs(batch_size, height, width, seed=1)
+    with torch.no_grad():
+        expected = [t.numpy() for t in model(images, sizes)]
+    got = run_onnxruntime(path, images, sizes)
+    top = lambda outs: [o[:, :top_k] for o in outs]  # noqa: E731 - scores come sorted
+    return {
+        "top_k": top_k,
+        "score_tol": score_tol,
+        "box_tol": box_tol,
+        "matched_fraction": twin_fraction(top(expected), top(got), score_tol, box_tol),
+        "max_score_diff": float(np.abs(expected[2] - got[2]).max()),
+        "op_types": op_types(path),
+    }
+
+
+def prepare_output_path(path: str) -> str:
+    """Create the folder of an output file and check it can be written, before any work is done."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"output path {path} is a directory; give a file name, e.g. {path}/model.onnx")
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"cannot create the folder for {path}: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write {path}: folder {folder} is not writable")
+    return path

@@ -1,0 +1,110 @@
+"""PASCAL VOC (VOCdevkit layout, XML annotations) -> one COCO-format annotation file.
+
+    python tools/voc_to_coco.py data/VOCdevkit --sets 2007/trainval 2012/trainval \\
+        -o data/VOCdevkit/annotations/voc0712_trainval.json        # VOC07+12 trainval: 16,551 images
+    python tools/voc_to_coco.py data/VOCdevkit --sets 2007/test \\
+        -o data/VOCdevkit/annotations/voc07_test.json              # VOC07 test: 4,952 images
+
+Reads VOC{year}/ImageSets/Main/{split}.txt and VOC{year}/Annotations/{id}.xml under the devkit root.
+Image file names are relative to the root (VOC2007/JPEGImages/000005.jpg), so the root is the
+config's img_folder. Categories: the 20 VOC classes in their usual order, ids 1..20. Boxes: VOC's
+1-based inclusive pixel corners -> COCO [x, y, w, h] = [xmin - 1, ymin - 1, xmax - xmin + 1,
+ymax - ymin + 1]. Objects marked difficult become iscrowd=1: COCO evaluation ignores detections on
+them (as VOC's evaluation does) and rtdetr_fine's dataset leaves them out of the training targets.
+"""
+import argparse
+import json
+import os
+import sys
+import xml.etree.ElementTree as ET
+
+VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+               "tvmonitor")
+
+
+class VOCFormatError(ValueError):
+    pass
+
+
+def _number(node, tag, path):
+    child = node.find(tag)
+    try:
+        return float(child.text)
+    except (AttributeError, TypeError, ValueError):
+        raise VOCFormatError(f"{path}: missing or non-numeric <{tag}>") from None
+
+
+def read_annotation(path: str) -> tuple[int, int, list[dict]]:
+    """One VOC XML file -> (width, height, [{"category_id", "bbox", "area", "iscrowd"}])."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise VOCFormatError(f"{path}: cannot read the annotation ({e})") from None
+    size = root.find("size")
+    if size is None:
+        raise VOCFormatError(f"{path}: no <size>")
+    width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
+    objects = []
+    for obj in root.findall("object"):
+        name = (obj.findtext("name") or "").strip()
+        if name not in VOC_CLASSES:
+            raise VOCFormatError(f"{path}: unknown class {name!r} (expected one of the 20 VOC classes)")
+        box = obj.find("bndbox")
+        if box is None:
+            raise VOCFormatError(f"{path}: object {name!r} has no <bndbox>")
+        x1, y1, x2, y2 = (_number(box, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
+        w, h = x2 - x1 + 1, y2 - y1 + 1
+        objects.append({"category_id": VOC_CLASSES.index(name) + 1, "bbox": [x1 - 1, y1 - 1, w, h],
+                        "area": w * h, "iscrowd": int((obj.findtext("difficult") or "0").strip() == "1")})
+    return width, height, objects
+
+
+def convert(root: str, sets: list[str]) -> dict:
+    """COCO dict for the image sets ("2007/trainval", ...) of the devkit at `root`."""
+    images, annotations = [], []
+    for item in sets:
+        year, _, split = item.partition("/")
+        if not split:
+            raise VOCFormatError(f"--sets entry {item!r}: expected YEAR/SPLIT, e.g. 2007/trainval")
+        folder = os.path.join(root, f"VOC{year}")
+        list_file = os.path.join(folder, "ImageSets", "Main", f"{split}.txt")
+        if not os.path.isfile(list_file):
+            raise VOCFormatError(f"image set not found: {list_file}")
+        with open(list_file) as f:
+            ids = [line.split()[0] for line in f if line.strip()]
+        for image_name in ids:
+            width, height, objects = read_annotation(os.path.join(folder, "Annotations", f"{image_name}.xml"))
+            image_id = len(images) + 1
+            images.append({"id": image_id, "file_name": f"VOC{year}/JPEGImages/{image_name}.jpg",
+                           "width": width, "height": height})
+            for obj in objects:
+                annotations.append({"id": len(annotations) + 1, "image_id": image_id, **obj})
+    categories = [{"id": i + 1, "name": name, "supercategory": "voc"} for i, name in enumerate(VOC_CLASSES)]
+    return {"info": {"description": f"PASCAL VOC {' + '.join(sets)}"}, "images": images,
+            "annotations": annotations, "categories": categories}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", help="VOCdevkit folder (holding VOC2007/, VOC2012/)")
+    p.add_argument("--sets", nargs="+", required=True, metavar="YEAR/SPLIT", help="e.g. 2007/trainval 2012/trainval")
+    p.add_argument("-o", "--output", required=True, help="COCO-format JSON to write")
+    args = p.parse_args(argv)
+    try:
+        coco = convert(args.root, args.sets)
+    except VOCFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    tmp = f"{args.output}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(coco, f)
+    os.replace(tmp, args.output)
+    print(f"{args.output}: {len(coco['images'])} images, {len(coco['annotations'])} objects "
+          f"({sum(a['iscrowd'] for a in coco['annotations'])} difficult -> iscrowd)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
