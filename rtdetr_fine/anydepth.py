@@ -346,6 +346,16 @@ def _flag(text: str, key: str, spec: str) -> bool:
     return text == "1"
 
 
+def benchmark_depths(layout: AnyDepthLayout) -> list:
+    """The depths a cost table lists: full, each backbone stage skipped alone, the neck skipped
+    alone, all skips (decoder as in full), and min (all skips, fewest decoder layers)."""
+    full, n = layout.full, len(layout.stage_blocks)
+    alone = [Depth(tuple(i == j for j in range(n)), False, full.decoder) for i in range(n)]
+    depths = [full, *alone, Depth(full.backbone, True, full.decoder), Depth((True,) * n, True, full.decoder),
+              layout.min]
+    return list(dict.fromkeys(depths))   # all skips == min when min keeps every decoder layer
+
+
 def depth_spec(depth: Depth) -> str:
     """The explicit spec of `depth`, e.g. 'backbone=1,0,1,1 neck=1 decoder=4' (parse_depth reads it back)."""
     flags = ",".join("1" if s else "0" for s in depth.backbone)
