@@ -9,6 +9,8 @@
 
 Weights: the EMA weights when the checkpoint has them ({'ema': {'module': ...}}), else {'model': ...},
 else a bare state dict; official RT-DETR checkpoints load as they are. The header says which were used.
+Detections carry the val file's category ids, mapped from the model's labels with the class set the
+checkpoint records (train.py writes it), else with the val file's categories (rtdetr_fine/classes.py).
 Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
 size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions. Any-depth configs: one such
 report per --depth (params run and GFLOPs at that depth, then the tables).
@@ -26,6 +28,7 @@ from rtdetr_fine.anydepth import (DepthSpecError, count_depth_params, depth_spec
                                   layout_of, resolve_depths, using_depth)
 from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
 from rtdetr_fine.checkpoint import extract_state_dict, load_weights, read_checkpoint
+from rtdetr_fine.classes import apply_class_set, recorded_class_set
 from rtdetr_fine.config import ConfigError
 from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
@@ -86,6 +89,10 @@ def main(argv=None):
 
 def run(args, cfg, device):
     prepare_demo_data(cfg)
+    # labels -> the val file's category ids: with the class set the checkpoint was trained with when it
+    # records one, else with the val file's own categories (official checkpoints: COCO's, via remap)
+    loader, val_set, img_ids = build_val_loader(cfg, args.max_images, classes=checkpoint_class_set(args, cfg))
+    apply_class_set(cfg, val_set.classes)
     model = rtdetr_fine.build_model(cfg)
     try:
         depths = resolve_depths(model, args.depth)
@@ -96,7 +103,6 @@ def run(args, cfg, device):
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
     amp_dtype = amp_dtype_for(args.amp, device, cfg["amp"]["dtype"])
 
-    loader, val_set, img_ids = build_val_loader(cfg, args.max_images)
     height, width = val_image_size(cfg)
     num_images = len(img_ids) if img_ids is not None else len(val_set)
     reports = {}
@@ -160,6 +166,13 @@ def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, de
         write_json(detections_path, detections)
         du.log(f"detections ({len(detections)}, COCO results format) -> {detections_path}")
     return report
+
+
+def checkpoint_class_set(args, cfg):
+    try:
+        return recorded_class_set(args.resume, cfg["num_classes"])
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"eval.py: {e}")
 
 
 def load_checkpoint_or_exit(model, path, config_path, num_classes):

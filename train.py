@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 4 train.py -c configs/rtdetr_r18_fine.yml # DDP
     python train.py -c configs/demo/rtdetr_r18_fine_shapes.yml          # CPU demo on generated data
     python train.py -c CONFIG -r output/run/last.pth                    # resume
-    python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=3  # fine-tune
+    python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=auto remap_mscoco_category=false \\
+        train_dataloader.dataset.ann_file=... (and the other data paths)  # fine-tune on your own class set
     python train.py -c configs/rtdetr_r50_anydepth.yml -t rtdetr_r50vd_coco.pth --depth min  # any-depth
 """
 import argparse
@@ -20,7 +21,8 @@ import torch
 import rtdetr_fine
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
-from rtdetr_fine.checkpoint import load_weights, read_checkpoint, save_atomic
+from rtdetr_fine.checkpoint import load_weights, save_atomic
+from rtdetr_fine.classes import apply_class_set, recorded_class_set
 from rtdetr_fine.config import ConfigError, dump_config
 from rtdetr_fine.data import CocoFormatError
 from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, train_one_epoch
@@ -28,6 +30,7 @@ from rtdetr_fine.flops import count_params
 from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
                                  describe_batch, prepare_demo_data, set_epoch)
 from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler
+from rtdetr_fine.training_state import restore_training, training_state
 
 
 def parse_args(argv=None):
@@ -90,7 +93,18 @@ def run(args, cfg, device, rank, world):
     amp_dtype = amp_dtype_for(args.amp, device, cfg["amp"]["dtype"])
 
     seed_everything(cfg["seed"] + rank)
-    val_loader, val_set, _ = build_val_loader(cfg)
+    train_loader = None
+    if args.test_only:   # the weights' own class set when the checkpoint records one
+        path = args.resume or args.tuning
+        classes = recorded_class_set(path, cfg["num_classes"]) if path else None
+    else:                # the training file decides the class set (num_classes: auto counts its categories)
+        train_loader = build_train_loader(cfg, cfg["seed"])
+        du.log(describe_batch(cfg, world))
+        classes = train_loader.dataset.classes
+    val_loader, val_set, _ = build_val_loader(cfg, classes=classes)
+    classes = val_set.classes
+    apply_class_set(cfg, classes)
+    du.log(classes.describe())
     model = rtdetr_fine.build_model(cfg)
     eval_depth = resolve_depths(model, [args.depth] if args.depth else None)[0]
     if args.tuning:
@@ -114,8 +128,6 @@ def run(args, cfg, device, rank, world):
         du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
         return
 
-    train_loader = build_train_loader(cfg, cfg["seed"])
-    du.log(describe_batch(cfg, world))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -127,7 +139,8 @@ def run(args, cfg, device, rank, world):
 
     start_epoch, global_step, best_ap = 0, 0, -1.0
     if args.resume:
-        start_epoch, global_step, best_ap = restore(args.resume, model, ema, optimizer, scheduler, scaler)
+        start_epoch, global_step, best_ap = restore_training(args.resume, model, ema, optimizer, scheduler, scaler,
+                                                             classes)
         du.log(f"resumed from {args.resume}: epoch {start_epoch}, iteration {global_step}")
 
     writer = None
@@ -158,7 +171,8 @@ def run(args, cfg, device, rank, world):
         best_ap = max(best_ap, stats["AP"])
 
         if du.is_main():
-            state = checkpoint_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg)
+            state = training_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg,
+                                     classes)
             save_atomic(state, os.path.join(out_dir, "last.pth"))
             if improved:
                 save_atomic(state, os.path.join(out_dir, "best.pth"))
@@ -176,36 +190,6 @@ def run(args, cfg, device, rank, world):
         du.barrier()
     if writer is not None:
         writer.close()
-
-
-def checkpoint_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg):
-    return {
-        "model": du.unwrap(model).state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "epoch": epoch,
-        "iteration": global_step,
-        "best_AP": best_ap,
-        "config": cfg,
-    }
-
-
-def restore(path, model, ema, optimizer, scheduler, scaler):
-    """Load a train.py checkpoint; returns (next epoch, iteration, best AP)."""
-    ckpt = read_checkpoint(path)
-    for key in ("model", "optimizer", "lr_scheduler", "epoch"):
-        if key not in ckpt:
-            raise ValueError(f"{path} is not a train.py checkpoint (no '{key}'); use -t to start from its weights")
-    load_weights(model, path, prefer_ema=False)
-    if ema is not None and ckpt.get("ema"):
-        ema.load_state_dict(ckpt["ema"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["lr_scheduler"])
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get("best_AP", -1.0)
 
 
 if __name__ == "__main__":

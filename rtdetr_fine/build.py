@@ -17,6 +17,17 @@ from .rtdetr import RTDETR
 from .ssd import SSD300, SSDCriterion, SSDPostProcessor, build_torchvision_ssd300, head_in_channels
 
 
+def num_classes(cfg: dict) -> int:
+    """cfg['num_classes'] once resolved: 'auto' is replaced by a count from a class set first
+    (rtdetr_fine/classes.py: apply_class_set), as train.py / eval.py / predict.py do."""
+    n = cfg["num_classes"]
+    if not isinstance(n, int):
+        raise ValueError(f"num_classes is {n!r}: the class count comes from the training annotation file or a "
+                         "checkpoint's class set (train.py, eval.py and predict.py resolve it); set num_classes "
+                         "to an integer to build the model without them")
+    return n
+
+
 def build_backbone(cfg: dict) -> PResNet:
     b = cfg["backbone"]
     backbone = PResNet(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"], return_idx=b["return_idx"],
@@ -41,7 +52,7 @@ def build_encoder(cfg: dict, in_channels) -> HybridEncoder:
 def build_decoder(cfg: dict) -> RTDETRTransformer:
     d = cfg["decoder"]
     return RTDETRTransformer(
-        num_classes=cfg["num_classes"], hidden_dim=d["hidden_dim"], num_queries=d["num_queries"],
+        num_classes=num_classes(cfg), hidden_dim=d["hidden_dim"], num_queries=d["num_queries"],
         feat_channels=d["feat_channels"], num_levels=d["num_levels"],
         num_decoder_points=d["num_decoder_points"], nhead=d["nhead"], num_decoder_layers=d["num_decoder_layers"],
         dim_feedforward=d["dim_feedforward"], dropout=d["dropout"], activation=d["activation"],
@@ -61,7 +72,7 @@ def build_cross_layer(cfg: dict, in_channels):
 
 def build_ssd300(cfg: dict) -> SSD300:
     """torchvision's SSD300 (num_classes + 1 outputs, background first), CFSAM before its head if set."""
-    ssd = build_torchvision_ssd300(cfg["num_classes"], cfg["backbone"]["pretrained"])
+    ssd = build_torchvision_ssd300(num_classes(cfg), cfg["backbone"]["pretrained"])
     return SSD300(ssd, build_cross_layer(cfg, head_in_channels(ssd)))
 
 
@@ -104,14 +115,14 @@ def build_criterion(cfg: dict) -> nn.Module:
     matcher = HungarianMatcher(cost_class=m["cost_class"], cost_bbox=m["cost_bbox"], cost_giou=m["cost_giou"],
                                alpha=m["alpha"], gamma=m["gamma"])
     return SetCriterion(matcher, c["weight_dict"], c["losses"], alpha=c["alpha"], gamma=c["gamma"],
-                        num_classes=cfg["num_classes"])
+                        num_classes=num_classes(cfg))
 
 
 def build_postprocessor(cfg: dict) -> nn.Module:
     if cfg["detector"] == "ssd300":
         s = cfg["ssd"]
-        return SSDPostProcessor(cfg["num_classes"], score_thresh=s["score_thresh"], nms_thresh=s["nms_thresh"],
+        return SSDPostProcessor(num_classes(cfg), score_thresh=s["score_thresh"], nms_thresh=s["nms_thresh"],
                                 detections_per_img=s["detections_per_img"], topk_candidates=s["topk_candidates"],
                                 remap_mscoco_category=cfg["remap_mscoco_category"])
-    return PostProcessor(num_classes=cfg["num_classes"], num_top_queries=cfg["postprocessor"]["num_top_queries"],
+    return PostProcessor(num_classes=num_classes(cfg), num_top_queries=cfg["postprocessor"]["num_top_queries"],
                          remap_mscoco_category=cfg["remap_mscoco_category"])

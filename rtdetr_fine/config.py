@@ -19,8 +19,8 @@ OPTIMIZERS = ("AdamW", "SGD")
 DEFAULTS = {
     "detector": "rtdetr",             # rtdetr | ssd300 (torchvision's SSD300; uses the `ssd` section)
     "cross_layer": None,              # null | cfsam: on the maps the head reads (RT-DETR: the encoder's 3, SSD300: 6)
-    "num_classes": 80,                # object classes (SSD300 adds a background class of its own)
-    "remap_mscoco_category": True,    # COCO category ids (1..90) <-> contiguous labels (0..79)
+    "num_classes": "auto",            # object classes; auto: from the training annotation file (rtdetr_fine/classes.py)
+    "remap_mscoco_category": False,   # true: COCO's official ids (1..90) <-> labels 0..79 (the COCO configs)
     "epochs": 12,                     # 1x schedule
     "output_dir": "output/run",
     "seed": 0,
@@ -109,6 +109,8 @@ DEFAULTS = {
 
 # Keys whose value is a mapping with free-form entries (not validated key by key).
 FREE_FORM = {"criterion.weight_dict"}
+# Keys that take a positive integer or the string "auto".
+INT_OR_AUTO = {"num_classes"}
 
 # Keys of earlier versions, with what replaces them.
 REMOVED_KEYS = {
@@ -176,6 +178,10 @@ def _merge(dst, src, source, prefix=""):
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: config key '{key}' must be a mapping, got {v!r}")
             _merge(dst[k], v, source, key + ".")
+        elif key in INT_OR_AUTO:
+            if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{source}: config key '{key}' expects a positive integer or auto, got {v!r}")
+            dst[k] = v
         else:
             dst[k] = _checked_value(key, dst[k], v, source)
 

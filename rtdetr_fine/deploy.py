@@ -23,6 +23,7 @@ from torch import nn
 
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
+from .classes import apply_class_set, inference_class_set
 from .config import load_config
 
 INPUT_NAMES = ["images", "orig_target_sizes"]
@@ -52,6 +53,8 @@ def build_deploy_model(config: str, checkpoint: str | None = None, overrides=(),
     Raises ConfigError / FileNotFoundError / ValueError with messages naming the file or key.
     """
     cfg = load_config(config, ["backbone.pretrained=null", *overrides])   # weights come from the checkpoint
+    if cfg["num_classes"] == "auto":   # the count of the checkpoint's (or the annotation file's) class set
+        apply_class_set(cfg, inference_class_set(cfg, checkpoint)[0])
     model = build_model(cfg)
     if checkpoint:
         which = load_weights(model, checkpoint)

@@ -32,14 +32,26 @@ def prepare_demo_data(cfg):
     demo = cfg["demo"]
     if not demo["enabled"]:
         return
+    if not isinstance(cfg["num_classes"], int):
+        raise ValueError(f"demo.enabled generates num_classes shape classes: set num_classes to an integer "
+                         f"(1..6), not {cfg['num_classes']!r}")
     if du.is_main():
         make_shapes_dataset(demo["root"], num_train=demo["num_train"], num_val=demo["num_val"],
                             image_size=demo["image_size"], num_classes=cfg["num_classes"], seed=cfg["seed"])
     du.barrier()
-    root = demo["root"]
     for split, key in (("train", "train_dataloader"), ("val", "val_dataloader")):
-        cfg[key]["dataset"]["img_folder"] = os.path.join(root, split)
-        cfg[key]["dataset"]["ann_file"] = os.path.join(root, "annotations", f"instances_{split}.json")
+        cfg[key]["dataset"]["img_folder"], cfg[key]["dataset"]["ann_file"] = demo_paths(cfg, split)
+
+
+def demo_paths(cfg, split):
+    """(img_folder, ann_file) of a split of the demo set at demo.root."""
+    root = cfg["demo"]["root"]
+    return os.path.join(root, split), os.path.join(root, "annotations", f"instances_{split}.json")
+
+
+def config_ann_file(cfg, split="val"):
+    """The annotation file a config's split reads (the generated one for demo configs)."""
+    return demo_paths(cfg, split)[1] if cfg["demo"]["enabled"] else cfg[f"{split}_dataloader"]["dataset"]["ann_file"]
 
 
 def check_data_paths(cfg, splits=("train", "val")):
@@ -81,13 +93,14 @@ def describe_batch(cfg, world_size):
     return f"batch: {per} per process x {world_size} process(es) = {per * world_size} in total, from {source}"
 
 
-def build_train_loader(cfg, seed):
+def build_train_loader(cfg, seed, classes=None):
+    """Training loader; its dataset's `classes` is the class set (from the file unless given)."""
     t = cfg["train_dataloader"]
     batch_size = per_process_batch_size(cfg, du.world_size())
     stop_epoch = max(cfg["epochs"] - t["no_aug_epochs"], 0)
     dataset = build_dataset(t["dataset"]["img_folder"], t["dataset"]["ann_file"], train=True,
                             image_size=t["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
-                            num_classes=cfg["num_classes"], stop_epoch=stop_epoch,
+                            num_classes=cfg["num_classes"], stop_epoch=stop_epoch, classes=classes,
                             exif_transpose=t["dataset"]["exif_transpose"])
     sampler = DistributedSampler(dataset, num_replicas=du.world_size(), rank=du.rank(), shuffle=True, seed=seed)
     collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank()) \
@@ -109,12 +122,17 @@ def set_epoch(loader, epoch):
         loader.collate_fn.set_epoch(epoch)
 
 
-def build_val_loader(cfg, max_images=None):
-    """(loader over this rank's share, the CocoDetection, image ids covered or None for all)."""
+def build_val_loader(cfg, max_images=None, classes=None):
+    """(loader over this rank's share, the CocoDetection, image ids covered or None for all).
+
+    classes: the ClassSet to label with (the training set's or a checkpoint's); without it,
+    the val file's own categories decide (rtdetr_fine/classes.py).
+    """
     v = cfg["val_dataloader"]
     dataset = build_dataset(v["dataset"]["img_folder"], v["dataset"]["ann_file"], train=False,
                             image_size=v["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
-                            num_classes=cfg["num_classes"], exif_transpose=v["dataset"]["exif_transpose"])
+                            num_classes=cfg["num_classes"], classes=classes,
+                            exif_transpose=v["dataset"]["exif_transpose"])
     subset, img_ids = dataset, None
     if max_images is not None:
         indices = list(range(min(max_images, len(dataset))))

@@ -11,6 +11,7 @@ import torch
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
+from ..classes import AUTO, class_set_from_categories
 from ..coco_ids import COCO_CATEGORY_TO_LABEL, COCO_LABEL_TO_CATEGORY
 from .image_io import load_rgb_image
 
@@ -85,6 +86,10 @@ def read_coco_json(ann_file):
                                   "which is not in 'images'")
         if not isinstance(ann.get("category_id"), int):
             raise CocoFormatError(f"{ann_file}: {name} has no integer 'category_id'")
+        if ann["category_id"] not in category_ids:
+            raise CocoFormatError(f"{ann_file}: {name} has category_id {ann['category_id']}, which is not among "
+                                  f"the file's 'categories' (ids {sorted(category_ids)[:20]}"
+                                  f"{' ...' if len(category_ids) > 20 else ''})")
         bbox = ann.get("bbox")
         if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
             raise CocoFormatError(f"{ann_file}: {name} has bbox {bbox!r}; expected 4 finite numbers "
@@ -94,8 +99,10 @@ def read_coco_json(ann_file):
     return data
 
 
-def clean_boxes(anns, width, height, category2label, ann_file):
+def clean_boxes(anns, width, height, category2label, ann_file, unmapped_hint=""):
     """COCO anns of one image -> (boxes xyxy float32 [N, 4], labels int64 [N], area float32 [N], counts).
+
+    A category without a label is an error naming the annotation, with `unmapped_hint` (why, what to do).
 
     Crowd boxes are left out, zero/negative-size boxes and boxes wholly outside the
     image are dropped, the rest are clipped to [0, width] x [0, height].
@@ -105,8 +112,7 @@ def clean_boxes(anns, width, height, category2label, ann_file):
     for ann in anns:
         if ann["category_id"] not in category2label:
             raise CocoFormatError(f"{ann_file}: annotation id {ann['id']} has category_id {ann['category_id']}, "
-                                  "which is not in the label mapping (check 'categories' and "
-                                  "remap_mscoco_category)")
+                                  f"which has no label{unmapped_hint}")
         if ann.get("iscrowd", 0):
             counts["crowd"] += 1
             continue
@@ -136,10 +142,13 @@ class CocoDetection(torch.utils.data.Dataset):
     [N, 4], labels int64 [N], image_id int64 [], area float32 [N], iscrowd int64 [N] (all 0:
     crowd regions are not training targets), orig_size int64 [2] = (w, h).
     All images of the file are samples, also those without boxes.
+
+    Labels follow `classes` (a ClassSet) when given, else the class set of the file's
+    categories under num_classes (int or "auto"; None: "auto") and remap_mscoco_category.
     """
 
     def __init__(self, img_folder, ann_file, transforms=None, remap_mscoco_category=False,
-                 num_classes=None, exif_transpose=False):
+                 num_classes=None, exif_transpose=False, classes=None):
         for path in (img_folder, ann_file):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"dataset path does not exist: {path}")
@@ -156,17 +165,17 @@ class CocoDetection(torch.utils.data.Dataset):
 
         cat_ids = sorted(self.coco.cats)
         self.category2name = {c: self.coco.cats[c].get("name", str(c)) for c in cat_ids}
-        if remap_mscoco_category:
-            self.category2label = dict(mscoco_category2label)
-            used = [self.category2label[c] for c in cat_ids if c in self.category2label]
-            self.num_categories = max(used) + 1 if used else 0
+        # labels <-> category ids: given (the training set's, or a checkpoint's), else from this file
+        self.classes = classes or class_set_from_categories(
+            data["categories"], AUTO if num_classes is None else num_classes, remap_mscoco_category, ann_file)
+        self.category2label = self.classes.category2label
+        self.label2category = self.classes.label2category
+        if self.classes.remap_mscoco_category:
+            hint = (": with remap_mscoco_category only COCO's 80 ids have one; for another class set use "
+                    "remap_mscoco_category: false, num_classes: auto")
         else:
-            self.category2label = {c: i for i, c in enumerate(cat_ids)}
-            self.num_categories = len(cat_ids)
-        self.label2category = {v: k for k, v in self.category2label.items()}
-        if num_classes is not None and self.num_categories > num_classes:
-            raise ValueError(f"{ann_file} needs {self.num_categories} classes (labels 0..{self.num_categories - 1}) "
-                             f"but num_classes={num_classes}; raise the config key `num_classes`")
+            hint = (f" in the class set the data is labelled with (the training file's or the checkpoint's, "
+                    f"ids {list(self.classes.category_ids)[:20]})")
 
         self.ids = sorted(self.coco.imgs)
         self._targets = []
@@ -174,7 +183,7 @@ class CocoDetection(torch.utils.data.Dataset):
         for img_id in self.ids:
             info = self.coco.imgs[img_id]
             *target, counts = clean_boxes(self.coco.imgToAnns.get(img_id, []), info["width"], info["height"],
-                                          self.category2label, ann_file)
+                                          self.category2label, ann_file, hint)
             self._targets.append(tuple(target))
             for k, v in counts.items():
                 totals[k] += v

@@ -93,14 +93,19 @@ def build_train_transforms(size=640, strong_aug=True):
     ])
 
 
-def build_val_transforms(size=640):
-    """Evaluation pipeline: resize to `size` (int or (h, w)), float image, normalised cxcywh."""
+def build_val_image_transform(size=640):
+    """The image half of the evaluation pipeline: PIL RGB -> float32 [3, H, W] in [0, 1] at `size`
+    (int or (h, w)). predict.py applies it alone, so its inputs match eval's exactly."""
     return v2.Compose([
         v2.Resize(_as_hw(size)),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
-        to_model_target,
     ])
+
+
+def build_val_transforms(size=640):
+    """Evaluation pipeline: resize to `size` (int or (h, w)), float image, normalised cxcywh."""
+    return v2.Compose([build_val_image_transform(size), to_model_target])
 
 
 class StopEpochTransforms:

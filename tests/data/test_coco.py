@@ -221,3 +221,35 @@ def test_image_folder_copy_still_loads(tmp_path, hygiene):
     shutil.copytree(hygiene["img_folder"], tmp_path / "moved")
     ds = CocoDetection(str(tmp_path / "moved"), hygiene["ann_file"])
     assert ds[len(ds) - 1][0].size == (50, 50)
+
+
+def test_category_not_among_the_files_categories_names_annotation_and_file(tmp_path):
+    folder, ann_file = write_set(tmp_path, annotations=[ann(7, [1, 1, 4, 4], 17), ann(8, [2, 2, 4, 4], 4)],
+                                 categories=[{"id": 17, "name": "a"}, {"id": 90, "name": "b"}])
+    with pytest.raises(CocoFormatError, match=r"annotation id 8 has category_id 4, which is not among") as e:
+        CocoDetection(folder, ann_file)
+    assert ann_file in str(e.value) and "[17, 90]" in str(e.value)
+
+
+def test_remap_with_a_non_coco_id_suggests_auto(tmp_path):
+    folder, ann_file = write_set(tmp_path, annotations=[ann(9, [1, 1, 4, 4], 91)],
+                                 categories=[{"id": 91, "name": "new"}])
+    with pytest.raises(CocoFormatError, match=r"annotation id 9 has category_id 91.*num_classes: auto"):
+        CocoDetection(folder, ann_file, remap_mscoco_category=True)
+    ds = CocoDetection(folder, ann_file, num_classes="auto")              # without remap: one class
+    assert ds.classes.category_ids == (91,) and ds[0][1]["labels"].tolist() == [0]
+
+
+def test_given_class_set_labels_a_file_with_fewer_categories(tmp_path):
+    """A val file that lists a subset of the training categories keeps the training labels."""
+    from rtdetr_fine.classes import ClassSet
+    train_classes = ClassSet(3, (3, 17, 90), ("square", "triangle", "circle"))
+    folder, ann_file = write_set(tmp_path, annotations=[ann(1, [1, 1, 4, 4], 90), ann(2, [2, 2, 4, 4], 17)],
+                                 categories=[{"id": 90, "name": "circle"}, {"id": 17, "name": "triangle"}])
+    assert CocoDetection(folder, ann_file)[0][1]["labels"].tolist() == [1, 0]       # its own mapping
+    ds = CocoDetection(folder, ann_file, classes=train_classes)
+    assert ds[0][1]["labels"].tolist() == [2, 1] and ds.label2category == {0: 3, 1: 17, 2: 90}
+    folder, ann_file = write_set(tmp_path, annotations=[ann(3, [1, 1, 4, 4], 5)], categories=[{"id": 5, "name": "new"}])
+    with pytest.raises(CocoFormatError, match=r"annotation id 3 has category_id 5, which has no label in the class "
+                                              r"set .*ids \[3, 17, 90\]"):
+        CocoDetection(folder, ann_file, classes=train_classes)
