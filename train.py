@@ -6,6 +6,7 @@
     python train.py -c CONFIG -r output/run/last.pth                    # resume
     python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=auto remap_mscoco_category=false \\
         train_dataloader.dataset.ann_file=... (and the other data paths)  # fine-tune on your own class set
+    python train.py -c configs/rtdetr_r50_anydepth.yml -t rtdetr_r50vd_coco.pth --depth min  # any-depth
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ import torch
 
 import rtdetr_fine
 from rtdetr_fine import distributed as du
+from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
 from rtdetr_fine.checkpoint import load_weights, save_atomic
 from rtdetr_fine.classes import apply_class_set, recorded_class_set
 from rtdetr_fine.config import ConfigError, dump_config
@@ -41,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (amp.dtype: bfloat16 | float16)")
     p.add_argument("--test-only", action="store_true", help="only evaluate (-r/-t weights) on the val set")
+    p.add_argument("--depth", metavar="SPEC", help="any-depth configs: the depth evaluated every epoch: full (default) | "
+                   "min | 'backbone=1,0,1,1 neck=1 decoder=4' (1 = skip); training runs at full depth")
     return p.parse_args(argv)
 
 
@@ -60,6 +64,8 @@ def main(argv=None):
         cfg["seed"] = args.seed
     if args.resume and args.tuning:
         sys.exit("use either -r (resume) or -t (fine-tune), not both")
+    if args.depth and not cfg["anydepth"]["enabled"]:
+        sys.exit(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
     if args.resume or args.tuning:
         cfg["backbone"]["pretrained"] = None   # the checkpoint has the backbone: no ImageNet download
         if not os.path.isfile(args.resume or args.tuning):
@@ -100,13 +106,14 @@ def run(args, cfg, device, rank, world):
     apply_class_set(cfg, classes)
     du.log(classes.describe())
     model = rtdetr_fine.build_model(cfg)
+    eval_depth = resolve_depths(model, [args.depth] if args.depth else None)[0]
     if args.tuning:
         load_weights(model, args.tuning, finetune=True, log=du.log)
     if cfg["sync_bn"] and world > 1:
         if device.type == "cpu":   # PyTorch's SyncBatchNorm runs on GPUs only
             du.log("sync_bn: not applied on CPU; BatchNorm statistics stay per process")
         else:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model)   # torch's, keeping any-depth switchable norms switchable
     model.to(device)
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
@@ -116,7 +123,8 @@ def run(args, cfg, device, rank, world):
     if args.test_only:
         if args.resume:
             load_weights(model, args.resume)
-        result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        with using_depth(model, eval_depth):
+            result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
         du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
         return
 
@@ -156,7 +164,8 @@ def run(args, cfg, device, rank, world):
             writer=writer, log_every=cfg["log_every"])
         train_time = time.time() - t0
         eval_model = ema.module if ema is not None else model
-        result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        with using_depth(eval_model, eval_depth):   # the training model stays at full depth
+            result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
         stats, eval_time = result.stats, result.seconds
         improved = stats["AP"] > best_ap
         best_ap = max(best_ap, stats["AP"])
@@ -170,6 +179,7 @@ def run(args, cfg, device, rank, world):
             record = {"epoch": epoch, "iteration": global_step, **{f"train_{k}": v for k, v in train_stats.items()},
                       "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in stats.items()},
                       "evaluated": "ema" if ema is not None else "model", "best_AP": best_ap,
+                      **({"val_depth": describe_depth(eval_depth, layout_of(model))} if eval_depth else {}),
                       "train_seconds": round(train_time, 1), "eval_seconds": round(eval_time, 1)}
             with open(os.path.join(out_dir, "log.txt"), "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -4,6 +4,8 @@ import tempfile
 
 import torch
 
+from .anydepth import init_skip_norms_from_main
+
 
 def save_atomic(obj, path):
     """torch.save to a temp file in the same folder, fsync, then rename over `path`.
@@ -93,6 +95,7 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
                 + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
         state = {k: v for k, v in state.items() if k not in skipped}
         model.load_state_dict(state, strict=False)
+        init_skip_norms_from_main(model, state, log)   # any-depth twins the checkpoint lacks: copies, not init
         return which
     if mismatched or unexpected or missing:
         lines = [f"checkpoint {path} ({which}) does not fit this model/config:"]
@@ -103,7 +106,9 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
             lines.append(f"  {len(unexpected)} names not in the model, e.g. {unexpected[:4]}"
                          + (" (FINE weights: enable fine.enabled?)" if any(".fine." in k for k in unexpected) else ""))
         if missing:
-            lines.append(f"  {len(missing)} model names not in the checkpoint, e.g. {missing[:4]}")
+            lines.append(f"  {len(missing)} model names not in the checkpoint, e.g. {missing[:4]}"
+                         + (" (any-depth skip norms: fine-tune from it with -t)" if any(".skip." in k for k in missing)
+                            else ""))
         raise ValueError("\n".join(lines))
     model.load_state_dict(state, strict=False)  # num_batches_tracked may be absent in some exports
     return which

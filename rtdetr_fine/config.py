@@ -50,6 +50,10 @@ DEFAULTS = {
         "weight_dict": {"loss_loc": 1.0, "loss_conf": 1.0},
         "score_thresh": 0.01, "nms_thresh": 0.45, "topk_candidates": 400, "detections_per_img": 200,
     },
+    "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
+        "enabled": False,
+        "min_decoder_layers": None,     # decoder layers of the `min` depth; null = all the full model runs
+    },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],
         "num_levels": 3, "num_decoder_points": 4, "nhead": 8, "num_decoder_layers": 6,
@@ -237,6 +241,15 @@ def _validate_choices(cfg, path):
                           f"hybrid encoder), got detector: {cfg['detector']}")
     if cfg["optimizer"]["type"] not in OPTIMIZERS:
         raise ConfigError(f"{path}: optimizer.type must be one of {OPTIMIZERS}, got {cfg['optimizer']['type']!r}")
+    anydepth = cfg["anydepth"]
+    if anydepth["min_decoder_layers"] is not None and (
+            isinstance(anydepth["min_decoder_layers"], bool) or not isinstance(anydepth["min_decoder_layers"], int)
+            or not 1 <= anydepth["min_decoder_layers"] <= cfg["decoder"]["num_decoder_layers"]):
+        raise ConfigError(f"{path}: anydepth.min_decoder_layers must be null or a number of layers from 1 to "
+                          f"decoder.num_decoder_layers={cfg['decoder']['num_decoder_layers']}, "
+                          f"got {anydepth['min_decoder_layers']!r}")
+    if anydepth["enabled"] and cfg["detector"] != "rtdetr":
+        raise ConfigError(f"{path}: anydepth.enabled: true needs detector: rtdetr, got detector: {cfg['detector']}")
     if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
         raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
 
