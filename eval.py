@@ -5,15 +5,17 @@
         --output-json r18.json --save-detections r18_dets.json
     torchrun --nproc_per_node 4 eval.py -c CONFIG -r CKPT            # DDP: predictions gathered, scored once
     python eval.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/last.pth --max-images 10
+    python eval.py -c configs/rtdetr_r50_anydepth.yml -r CKPT --depth full min "backbone=1,0,1,1 neck=1 decoder=4"
 
 Weights: the EMA weights when the checkpoint has them ({'ema': {'module': ...}}), else {'model': ...},
 else a bare state dict; official RT-DETR checkpoints load as they are. The header says which were used.
 Detections carry the val file's category ids, mapped from the model's labels with the class set the
 checkpoint records (train.py writes it), else with the val file's categories (rtdetr_fine/classes.py).
 Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
-size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions.
---output-json / --save-detections are checked before the evaluation starts; the report is written first,
-and a failed write of one file does not keep the other from being written. Errors (config, data,
+size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions. Any-depth configs: one such
+report per --depth (params run and GFLOPs at that depth, then the tables).
+--output-json / --save-detections are checked before the evaluation starts; a failed write of one
+file does not keep the others from being written. Errors (config, data,
 checkpoint, paths) end as one line on stderr with exit code 1 (rtdetr_fine/cli.py).
 """
 import argparse
@@ -26,6 +28,8 @@ import torch
 import rtdetr_fine
 from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
+from rtdetr_fine.anydepth import (count_depth_params, depth_spec, depth_tag, describe_depth,
+                                  layout_of, resolve_depths, using_depth)
 from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
 from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
 from rtdetr_fine.classes import apply_class_set, recorded_class_set
@@ -51,6 +55,10 @@ def parse_args(argv=None):
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (amp.dtype: bfloat16 | float16)")
     p.add_argument("--fp-score", type=float, default=0.5, help="score threshold of the false-positive count")
     p.add_argument("--fp-iou", type=float, default=0.5, help="IoU threshold of the false-positive count")
+    p.add_argument("--depth", nargs="+", metavar="SPEC",
+                   help="any-depth configs: depths to evaluate, each reported: full (default) | min | "
+                        "'backbone=1,0,1,1 neck=1 decoder=4' (1 = skip). With several, --save-detections FILE "
+                        "writes FILE_<depth tag>.json per depth and the JSON report lists all under 'by_depth'")
     return p.parse_args(argv)
 
 
@@ -63,6 +71,8 @@ def main(argv=None):
     if not cfg["demo"]["enabled"]:   # before building anything, as train.py does
         check_data_paths(cfg, ("val",))
     check_checkpoint_file(args.resume)   # missing, empty, not a checkpoint: before any work
+    if args.depth and not cfg["anydepth"]["enabled"]:
+        raise cli.UserError(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
 
     device, rank, _ = du.init_distributed(args.device)
     du.setup_logging(rank)
@@ -95,6 +105,7 @@ def run(args, cfg, device):
     loader, val_set, img_ids = build_val_loader(cfg, args.max_images, classes=checkpoint_class_set(args, cfg))
     apply_class_set(cfg, val_set.classes)
     model = rtdetr_fine.build_model(cfg)
+    depths = resolve_depths(model, args.depth)   # a bad --depth is a DepthSpecError (ValueError): one line
     weights = load_checkpoint_or_exit(model, args.resume, args.config, cfg["num_classes"])
     model.to(device).eval()
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
@@ -103,31 +114,69 @@ def run(args, cfg, device):
     height, width = val_image_size(cfg)
     num_images = len(img_ids) if img_ids is not None else len(val_set)
     cli.set_status("nothing written")
-    params = count_params(model)
-    gflops = val_gflops(model, height, width, device) if du.is_main() else None
-    du.log(format_header(args, weights, params, gflops, (height, width), device, amp_dtype, num_images,
-                      val_set.ann_file))
+    failed = []   # outputs that could not be written: reported after the others are
+    reports = {}
+    for depth in depths:
+        with using_depth(model, depth):
+            report = evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_set, img_ids, device,
+                                       amp_dtype, (height, width), num_images, len(depths) > 1, failed)
+        reports[report.get("depth")] = report
+    report = next(iter(reports.values()))
+    if len(reports) > 1:
+        report = {**report, "by_depth": reports}
+    if du.is_main() and args.output_json:
+        write_output(args.output_json, report, "report", failed)
+    du.barrier()
+    if failed:
+        raise OSError("could not write " + "; ".join(failed))
+    return report
 
+
+def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_set, img_ids, device, amp_dtype, size,
+                      num_images, several, failed):
+    """Header (params and GFLOPs of what runs), COCO tables and the report of `model` at its current depth
+    (depth None: a model that is not any-depth)."""
+    layout = layout_of(model) if depth is not None else None
+    params = count_depth_params(model) if depth is not None else count_params(model)
+    gflops = val_gflops(model, *size, device) if du.is_main() else None
+    described = describe_depth(depth, layout) if depth is not None else None
+    du.log(format_header(args, weights, params, gflops, size, device, amp_dtype, num_images, val_set.ann_file,
+                         described))
+    detections_path = args.save_detections
+    if detections_path and several:   # one file per depth: FILE_<tag>.json
+        stem, ext = os.path.splitext(detections_path)
+        detections_path = f"{stem}_{depth_tag(depth, layout)}{ext or '.json'}"
+    report = evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype,
+                                 detections_path, failed)
+    report.update({"weights": weights, "params": params, "gflops": gflops, "image_size": list(size),
+                   "images": num_images})
+    if depth is not None:
+        report.update({"depth": depth_tag(depth, layout), "depth_spec": depth_spec(depth),
+                       "params_total": count_params(model)})
+    return report
+
+
+def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype, detections_path,
+                        failed):
+    """COCO numbers, false positives and AP by size of `model` as it is; prints the tables. A detections file
+    that cannot be written is added to `failed` (the report is still written)."""
     result = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids, amp_dtype=amp_dtype,
                       backend=args.backend, verbose=False)
     stats, detections, cocoeval, seconds = result
     gt = val_set.coco.dataset
     false_positives = count_false_positives(gt, detections, img_ids, args.fp_score, args.fp_iou)
     sizes = ap_by_size(cocoeval, gt, img_ids)
-    report = {**stats, "config": args.config, "checkpoint": args.resume, "weights": weights,
-              "overrides": list(args.update), "backend": args.backend, "images": num_images,
-              "detections": len(detections), "params": params, "gflops": gflops, "image_size": [height, width],
-              "device": str(device), "world_size": du.world_size(), "eval_seconds": round(seconds, 2),
+    report = {**stats, "config": args.config, "checkpoint": args.resume, "overrides": list(args.update),
+              "backend": args.backend, "detections": len(detections), "device": str(device),
+              "world_size": du.world_size(), "eval_seconds": round(seconds, 2),
               "false_positives": false_positives, "ap_by_size": sizes}
 
     du.log(format_coco_table(stats))
     du.log(format_summary(stats))
     du.log(format_false_positives(false_positives))
     du.log(format_ap_by_size(sizes))
-    if du.is_main():
-        write_outputs([(args.output_json, report, "report"),
-                       (args.save_detections, detections, f"detections ({len(detections)}, COCO results format)")])
-    du.barrier()
+    if du.is_main() and detections_path:
+        write_output(detections_path, detections, f"detections ({len(detections)}, COCO results format)", failed)
     return report
 
 
@@ -163,14 +212,16 @@ def val_gflops(model, height, width, device):
     return count_flops(model, torch.zeros(1, 3, height, width, device=device)) / 1e9
 
 
-def format_header(args, weights, params, gflops, size, device, amp_dtype, num_images, ann_file):
+def format_header(args, weights, params, gflops, size, device, amp_dtype, num_images, ann_file, depth=None):
     flops = f"{gflops:.2f} GFLOPs" if gflops is not None else "GFLOPs n/a"
     precision = "float32" if amp_dtype is None else f"amp {str(amp_dtype).replace('torch.', '')}"
     return "\n".join([
         f"config      {args.config}" + (f"  (overrides: {' '.join(args.update)})" if args.update else ""),
         f"checkpoint  {args.resume}",
         f"weights     {weights}",
-        f"model       {params:,} parameters, {flops} at {size[0]}x{size[1]} (one image, 2 x MAC)",
+        *([f"depth       {depth}"] if depth else []),
+        f"model       {params:,} parameters{' run' if depth else ''}, {flops} at {size[0]}x{size[1]} "
+        "(one image, 2 x MAC)",
         f"device      {device} x {du.world_size()}, {precision}",
         f"images      {num_images} ({ann_file})" + max_images_note(args.max_images, num_images),
         f"backend     {args.backend}",
@@ -189,20 +240,14 @@ def max_images_note(max_images, used):
     return f", the first {used} only (--max-images)"
 
 
-def write_outputs(outputs):
-    """[(path or None, object, what)]: write each as JSON; one failing does not stop the others
-    (the error names every file that could not be written)."""
-    failed = []
-    for path, obj, what in outputs:
-        if not path:
-            continue
-        try:
-            write_json(path, obj)
-            du.log(f"{what} -> {path}")
-        except OSError as e:
-            failed.append(f"{path}: {e.strerror or e}")
-    if failed:
-        raise OSError("could not write " + "; ".join(failed))
+def write_output(path, obj, what, failed):
+    """Write `obj` as JSON to `path`; an OSError is added to `failed`, so one bad path does not keep the
+    other outputs from being written (main raises the collected errors at the end)."""
+    try:
+        write_json(path, obj)
+        du.log(f"{what} -> {path}")
+    except OSError as e:
+        failed.append(f"{path}: {e.strerror or e}")
 
 
 def write_json(path, obj):

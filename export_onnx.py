@@ -2,6 +2,7 @@
 
     python export_onnx.py -c configs/rtdetr_r18_fine.yml -r ckpt.pth -o model.onnx --check
     python export_onnx.py -c configs/rtdetr_r18.yml -o r18.onnx --dynamic --simplify
+    python export_onnx.py -c configs/rtdetr_r50_anydepth.yml -r ckpt.pth -o r50.onnx --depth full min --check
 
 The graph has the official RT-DETR deploy interface (inputs `images` [N,3,H,W] float in
 [0, 1] and `orig_target_sizes` [N,2] int64 (w, h); outputs `labels`, `boxes` (xyxy
@@ -11,12 +12,16 @@ at export (anchors and sampling grids are constants for it); the batch is fixed
 (--batch-size) or dynamic (--dynamic). The TorchScript exporter is used
 (torch.onnx.export(..., dynamo=False)): the dynamo exporter cannot go below opset 18
 for this model. --check compares onnxruntime against the model as trained.
+Any-depth configs: one graph per --depth, holding only the layers that depth runs
+(several depths: OUTPUT_<depth tag>.onnx each).
 The work is done by rtdetr_fine/deploy.py; this file is the command line.
 """
 import argparse
+import os
 import sys
 
 from rtdetr_fine import cli, deploy
+from rtdetr_fine.anydepth import depth_tag, describe_depth, layout_of, resolve_depths, using_depth
 
 
 def parse_args(argv=None):
@@ -35,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--simplify", action="store_true", help="simplify with onnxslim / onnxsim when installed")
     p.add_argument("--fp16", action="store_true",
                    help="float16 graph with float32 I/O (onnxconverter-common); for TensorRT prefer trtexec --fp16")
+    p.add_argument("--depth", nargs="+", metavar="SPEC",
+                   help="any-depth configs: the depth(s) to export: full (default) | min | "
+                        "'backbone=1,0,1,1 neck=1 decoder=4' (1 = skip); several: OUTPUT_<tag>.onnx each")
     return p.parse_args(argv)
 
 
@@ -60,20 +68,37 @@ def run(args, log=print):
     deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
+    depths = resolve_depths(model.model, args.depth)
+    reports = {}
+    for depth in depths:
+        with using_depth(model.model, depth):
+            path = args.output
+            if depth is not None:
+                tag = depth_tag(depth, layout_of(model.model))
+                log(f"depth {describe_depth(depth, layout_of(model.model))}")
+                if len(depths) > 1:
+                    stem, ext = os.path.splitext(args.output)
+                    path = f"{stem}_{tag}{ext or '.onnx'}"
+            reports[path] = export_one(args, model, path, height, width, log)
+    return next(iter(reports.values())) if len(reports) == 1 else reports
+
+
+def export_one(args, model, path, height, width, log):
+    """Export `model` as it is to `path`, then the optional simplify / fp16 / check steps."""
     batch_size = 1 if args.dynamic else args.batch_size
     try:
-        deploy.export(model, args.output, height, width, batch_size, args.dynamic)
+        deploy.export(model, path, height, width, batch_size, args.dynamic)
     except ValueError as e:  # the model rejects the input size (e.g. fewer tokens than queries)
         raise ValueError(f"cannot export at {height}x{width}: {e}") from None
-    log(f"exported {args.output}: opset {deploy.OPSET}, input "
-        f"{'N' if args.dynamic else batch_size}x3x{height}x{width}")
+    log(f"exported {path}: opset {deploy.OPSET}, input "
+        f"{'N' if args.dynamic else batch_size}x3x{height}x{width}, {deploy.node_count(path)} nodes")
     if args.simplify:
-        log(deploy.simplify(args.output))
+        log(deploy.simplify(path))
     if args.fp16:
-        log(deploy.to_fp16(args.output))
+        log(deploy.to_fp16(path))
     if args.check:
         tolerances = dict(score_tol=1e-2, box_tol=2.0) if args.fp16 else {}  # fp16 vs the fp32 PyTorch model
-        report = deploy.check(args.output, model, height, width, 2 if args.dynamic else batch_size, **tolerances)
+        report = deploy.check(path, model, height, width, 2 if args.dynamic else batch_size, **tolerances)
         log(f"onnx.checker: ok; onnxruntime vs PyTorch: {100 * report['matched_fraction']:.1f}% of the "
             f"top-{report['top_k']} detections agree (same label, score +-{report['score_tol']:g}, "
             f"box +-{report['box_tol']:g} px); "

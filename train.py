@@ -6,6 +6,7 @@
     python train.py -c CONFIG -r output/run/last.pth                    # resume
     python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=auto remap_mscoco_category=false \\
         train_dataloader.dataset.ann_file=... (and the other data paths)  # fine-tune on your own class set
+    python train.py -c configs/rtdetr_r50_anydepth.yml -t rtdetr_r50vd_coco.pth --depth min  # any-depth
 
 A run lives in output_dir (last.pth, best.pth, log.txt, config.yml, tensorboard/). A new run refuses an
 output_dir that holds one (continue it with -r DIR/last.pth, replace it with --overwrite, or choose another
@@ -15,7 +16,6 @@ Errors in the config, data, checkpoints or paths end as one line on stderr (rtde
 Ctrl-C says which checkpoint is the last complete one, exit code 130.
 """
 import argparse
-import contextlib
 import json
 import os
 import random
@@ -28,6 +28,7 @@ import torch
 import rtdetr_fine
 from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
+from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
 from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries, save_atomic
 from rtdetr_fine.classes import apply_class_set, recorded_class_set
 from rtdetr_fine.config import dump_config
@@ -50,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--amp", action="store_true", help="mixed precision on CUDA (amp.dtype: bfloat16 | float16)")
     p.add_argument("--test-only", action="store_true", help="only evaluate (-r/-t weights) on the val set")
+    p.add_argument("--depth", metavar="SPEC", help="any-depth configs: the depth evaluated every epoch: full (default) | "
+                   "min | 'backbone=1,0,1,1 neck=1 decoder=4' (1 = skip); training runs at full depth")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in output_dir (its last.pth, best.pth, TensorBoard events; log.txt is kept "
                         "as log.previous.txt) instead of refusing to start")
@@ -69,6 +72,8 @@ def main(argv=None):
         cfg["seed"] = args.seed
     if args.resume and args.tuning:
         raise cli.UserError("use either -r (resume) or -t (fine-tune), not both")
+    if args.depth and not cfg["anydepth"]["enabled"]:
+        raise cli.UserError(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
     if args.resume or args.tuning:
         cfg["backbone"]["pretrained"] = None   # the checkpoint has the backbone: no ImageNet download
         check_checkpoint_file(args.resume or args.tuning)   # missing, empty, not a checkpoint: before any work
@@ -79,12 +84,13 @@ def main(argv=None):
 
     device, rank, world = du.init_distributed(args.device)
     du.setup_logging(rank)
-    with contextlib.ExitStack() as closing:   # the process group and the TensorBoard writer, also on errors
-        closing.callback(du.cleanup)
-        run(args, cfg, device, rank, world, closing)
+    try:
+        run(args, cfg, device, rank, world)   # user errors: one line at the boundary (rtdetr_fine/cli.py)
+    finally:
+        du.cleanup()
 
 
-def run(args, cfg, device, rank, world, closing):
+def run(args, cfg, device, rank, world):
     prepare_demo_data(cfg)
     out_dir = cfg["output_dir"]
     amp_dtype = amp_dtype_for(args.amp, device, cfg["amp"]["dtype"])
@@ -103,13 +109,14 @@ def run(args, cfg, device, rank, world, closing):
     apply_class_set(cfg, classes)
     du.log(classes.describe())
     model = rtdetr_fine.build_model(cfg)
+    eval_depth = resolve_depths(model, [args.depth] if args.depth else None)[0]
     if args.tuning:
         load_weights(model, args.tuning, finetune=True, log=du.log)
     if cfg["sync_bn"] and world > 1:
         if device.type == "cpu":   # PyTorch's SyncBatchNorm runs on GPUs only
             du.log("sync_bn: not applied on CPU; BatchNorm statistics stay per process")
         else:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = convert_sync_batchnorm(model)   # torch's, keeping any-depth switchable norms switchable
     model.to(device)
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
@@ -119,7 +126,8 @@ def run(args, cfg, device, rank, world, closing):
     if args.test_only:
         if args.resume:
             load_weights(model, args.resume)
-        result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        with using_depth(model, eval_depth):
+            result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
         du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
         return
 
@@ -152,7 +160,7 @@ def run(args, cfg, device, rank, world, closing):
             replace_previous_run(out_dir, du.log)
         cli.write_text_atomic(os.path.join(out_dir, "config.yml"), dump_config(cfg))
         from torch.utils.tensorboard import SummaryWriter
-        writer = closing.enter_context(SummaryWriter(os.path.join(out_dir, "tensorboard")))   # closed on errors too
+        writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
     for epoch in range(start_epoch, cfg["epochs"]):
         # every epoch starts from a seed of its own, so a resumed run repeats an uninterrupted one
@@ -165,7 +173,8 @@ def run(args, cfg, device, rank, world, closing):
             writer=writer, log_every=cfg["log_every"])
         train_time = time.time() - t0
         eval_model = ema.module if ema is not None else model
-        result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+        with using_depth(eval_model, eval_depth):   # the training model stays at full depth
+            result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
         stats, eval_time = result.stats, result.seconds
         improved = stats["AP"] > best_ap
         best_ap = max(best_ap, stats["AP"])
@@ -180,6 +189,7 @@ def run(args, cfg, device, rank, world, closing):
             record = {"epoch": epoch, "iteration": global_step, **{f"train_{k}": v for k, v in train_stats.items()},
                       "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in stats.items()},
                       "evaluated": "ema" if ema is not None else "model", "best_AP": best_ap,
+                      **({"val_depth": describe_depth(eval_depth, layout_of(model))} if eval_depth else {}),
                       "train_seconds": round(train_time, 1), "eval_seconds": round(eval_time, 1)}
             with open(os.path.join(out_dir, "log.txt"), "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -188,6 +198,8 @@ def run(args, cfg, device, rank, world, closing):
             du.log(f"epoch {epoch}: loss {train_stats['loss']:.4f}  AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  "
                 f"(train {train_time:.0f}s, eval {eval_time:.0f}s)")
         du.barrier()
+    if writer is not None:
+        writer.close()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ only see model(images, targets), criterion(outputs, targets) and postprocessor(o
 """
 from torch import nn
 
+from .anydepth import convert_to_anydepth
 from .backbone import PResNet, load_pretrained_backbone
 from .cfsam import CFSAM
 from .criterion import SetCriterion
@@ -77,13 +78,17 @@ def build_ssd300(cfg: dict) -> SSD300:
 
 def build_model(cfg: dict) -> nn.Module:
     """RT-DETR (FINE in the encoder when cfg['fine']['enabled'], or a cross-layer module on the
-    encoder's output maps), or SSD300 when cfg['detector'] is 'ssd300'."""
+    encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or SSD300 when
+    cfg['detector'] is 'ssd300'."""
     if cfg["detector"] == "ssd300":
         return build_ssd300(cfg)
     backbone = build_backbone(cfg)
     encoder = build_encoder(cfg, backbone.out_channels)
     cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
-    return RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
+    model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
+    if cfg["anydepth"]["enabled"]:
+        model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"])
+    return model
 
 
 def describe_model(cfg: dict) -> str:
@@ -96,6 +101,8 @@ def describe_model(cfg: dict) -> str:
             name += f" + FINE ({cfg['fine']['attention']})"
     if cfg["cross_layer"]:
         name += f" + {cfg['cross_layer'].upper()}"
+    if cfg["anydepth"]["enabled"]:
+        name += ", any-depth"
     return name
 
 

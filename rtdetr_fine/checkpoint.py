@@ -6,6 +6,8 @@ import tempfile
 
 import torch
 
+from .anydepth import init_skip_norms_from_main
+
 
 def save_atomic(obj, path):
     """torch.save to a temp file in the same folder, fsync, then rename over `path`.
@@ -235,7 +237,9 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
         if missing:
             log(f"fine-tuning from {path}: {len(missing)} tensors not in the checkpoint keep their init "
                 f"({_modules_of(missing)})")
-        model.load_state_dict({k: v for k, v in state.items() if k in own and k not in heads}, strict=False)
+        state = {k: v for k, v in state.items() if k in own and k not in heads}
+        model.load_state_dict(state, strict=False)
+        init_skip_norms_from_main(model, state, log)   # any-depth twins the checkpoint lacks: copies, not init
         return which
     if mismatched or unexpected or missing:
         raise _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune=False)
@@ -271,7 +275,9 @@ def _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune
     if unexpected:
         lines.append(f"  {len(unexpected)} checkpoint tensors have no place in the model ({_modules_of(unexpected)})")
     if missing:
-        lines.append(f"  {len(missing)} model tensors are not in the checkpoint ({_modules_of(missing)})")
+        lines.append(f"  {len(missing)} model tensors are not in the checkpoint ({_modules_of(missing)})"
+                     + (" (any-depth skip norms: fine-tune from it with -t)" if any(".skip." in k for k in missing)
+                        else ""))
     lines.append("  use the config the checkpoint was trained with (backbone.depth, fine.enabled, cross_layer, "
                  "decoder.num_decoder_layers, ...)")
     return CheckpointMismatchError("\n".join(lines), False, ckpt_classes)

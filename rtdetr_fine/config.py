@@ -54,6 +54,10 @@ DEFAULTS = {
         "weight_dict": {"loss_loc": 1.0, "loss_conf": 1.0},
         "score_thresh": 0.01, "nms_thresh": 0.45, "topk_candidates": 400, "detections_per_img": 200,
     },
+    "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
+        "enabled": False,
+        "min_decoder_layers": None,     # decoder layers of the `min` depth; null = all the full model runs
+    },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],
         "num_levels": 3, "num_decoder_points": 4, "nhead": 8, "num_decoder_layers": 6,
@@ -447,6 +451,12 @@ def _eval_idx(v, cfg):
     return f"must be a decoder layer index in [-{layers}, {layers - 1}] (decoder.num_decoder_layers={layers})"
 
 
+def _min_decoder_layers(v, cfg):
+    layers = cfg["decoder"]["num_decoder_layers"]
+    return None if _is_int(v) and 1 <= v <= layers else \
+        f"must be a number of layers from 1 to decoder.num_decoder_layers={layers}"
+
+
 def _return_idx(v, cfg):
     stages = cfg["backbone"]["num_stages"]
     if isinstance(v, list) and v and all(_is_int(i) and 0 <= i < stages for i in v) and v == sorted(set(v)):
@@ -575,6 +585,8 @@ RULES = {
     "demo.num_train": _int(1),
     "demo.num_val": _int(1),
     "demo.image_size": _int(32),
+    "anydepth.enabled": _boolean,
+    "anydepth.min_decoder_layers": _optional(_min_decoder_layers, "null (all the full model runs)"),
 }
 
 
@@ -630,6 +642,9 @@ def _validate_combinations(cfg, where):
     if cfg["cross_layer"] == "cfsam" and cfg["cfsam"]["hidden_dim"] % cfg["cfsam"]["num_heads"]:
         fail(("cfsam.hidden_dim", "cfsam.num_heads"), f"cfsam.hidden_dim={cfg['cfsam']['hidden_dim']} must be "
              f"divisible by cfsam.num_heads={cfg['cfsam']['num_heads']}")
+    if cfg["anydepth"]["enabled"] and cfg["detector"] != "rtdetr":
+        fail(("anydepth.enabled", "detector"), f"anydepth.enabled: true needs detector: rtdetr, got detector: "
+             f"{cfg['detector']}")
     if cfg["detector"] != "rtdetr":
         return
     if len(enc["feat_strides"]) != len(enc["in_channels"]):

@@ -140,6 +140,12 @@ def op_types(path: str) -> list:
     return sorted({node.op_type for node in onnx.load(path, load_external_data=False).graph.node})
 
 
+def node_count(path: str) -> int:
+    """Nodes of the top-level graph at `path`."""
+    import onnx
+    return len(onnx.load(path, load_external_data=False).graph.node)
+
+
 def simplify(path: str) -> str:
     """Simplify the ONNX file in place with onnxslim or onnxsim; returns a message saying what ran."""
     import onnx
@@ -245,6 +251,7 @@ def check(path: str, model: DeployModel, height: int, width: int, batch_size: in
         "matched_fraction": twin_fraction(top(expected), top(got), score_tol, box_tol),
         "max_score_diff": float(np.abs(expected[2] - got[2]).max()),
         "op_types": op_types(path),
+        "nodes": node_count(path),
     }
 
 

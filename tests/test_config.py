@@ -145,3 +145,18 @@ def test_ssd300_configs_carry_the_cfsam_paper_recipe():
     coco = rtdetr_fine.load_config(config_path("ssd300_cfsam_coco.yml"))
     assert coco["epochs"] == 120 and coco["train_dataloader"]["batch_size"] == 16
     assert coco["remap_mscoco_category"] and coco["optimizer"]["lr"] == 1e-3
+
+
+def test_anydepth_is_off_by_default_and_on_in_its_configs():
+    assert rtdetr_fine.load_config(config_path("rtdetr_r50.yml"))["anydepth"] == {
+        "enabled": False, "min_decoder_layers": None}
+    for name, base, layers in [("rtdetr_r50_anydepth.yml", "rtdetr_r50.yml", 4),
+                               ("rtdetr_r18_anydepth.yml", "rtdetr_r18.yml", 2),
+                               ("rtdetr_r18_fine_anydepth.yml", "rtdetr_r18_fine.yml", 2)]:
+        cfg, ref = rtdetr_fine.load_config(config_path(name)), rtdetr_fine.load_config(config_path(base))
+        assert cfg["anydepth"] == {"enabled": True, "min_decoder_layers": layers}
+        # the rest is the base config's
+        assert {k: v for k, v in cfg.items() if k not in ("anydepth", "output_dir")} == \
+            {k: v for k, v in ref.items() if k not in ("anydepth", "output_dir")}
+    with pytest.raises(ConfigError, match="anydepth.enabled: true needs detector: rtdetr"):
+        rtdetr_fine.load_config(config_path("ssd300.yml"), ["anydepth.enabled=true"])

@@ -283,3 +283,41 @@ def test_false_positive_rules_on_a_hand_made_image():
     fp = count_false_positives(gt, detections)
     assert (fp["true_positives"], fp["false_positives"], fp["ignored_crowd"], fp["detections"]) == (1, 5, 2, 8)
     assert fp["per_image"] == 5.0
+
+
+def test_anydepth_reports_each_depth_and_full_equals_the_baseline(trained, tmp_path, capsys):
+    """The trained demo weights in the any-depth model (skip twins from their main norms, as -t does):
+    at full depth the same numbers as the baseline; one report per --depth."""
+    from rtdetr_fine.checkpoint import load_weights
+    last, overrides = str(trained["out_dir"] / "last.pth"), explicit_data_overrides(trained["root"])
+    baseline = run_eval(["-c", DEMO, "-r", last, "-u", *overrides, "--max-images", "4"], tmp_path / "base.json")
+    cfg = rtdetr_fine.load_config(DEMO, [*overrides, "anydepth.enabled=true"])
+    model = rtdetr_fine.build_model(cfg)
+    load_weights(model, last, finetune=True, log=lambda _: None)
+    path = tmp_path / "anydepth.pth"
+    torch.save({"model": model.state_dict()}, path)
+    anydepth = [*overrides, "anydepth.enabled=true"]
+    report = run_eval(["-c", DEMO, "-r", str(path), "-u", *anydepth, "--max-images", "4",
+                       "--depth", "full", "min", "neck=1", "full", "--save-detections", str(tmp_path / "dets.json")],
+                      tmp_path / "anydepth.json")
+    by_depth = report["by_depth"]
+    assert list(by_depth) == ["full", "min", "b0000_n1_d3"]           # each depth once, in the order given
+    full = by_depth["full"]
+    assert [full[k] for k in COCO_STAT_NAMES] == [baseline[k] for k in COCO_STAT_NAMES]
+    assert full["params"] == baseline["params"] and full["gflops"] == baseline["gflops"]
+    assert full["params_total"] > full["params"]                       # + the unused skip twins
+    assert by_depth["min"]["gflops"] < by_depth["b0000_n1_d3"]["gflops"] < full["gflops"]
+    assert by_depth["min"]["params"] < by_depth["b0000_n1_d3"]["params"] < full["params"]
+    assert {k: report[k] for k in COCO_STAT_NAMES} == {k: full[k] for k in COCO_STAT_NAMES}   # top level: first
+    for tag in by_depth:
+        assert len(read_json(tmp_path / f"dets_{tag}.json")) == by_depth[tag]["detections"]
+
+    def error(argv):
+        capsys.readouterr()
+        assert run_script("eval.py", argv + ["--device", "cpu"]) != 0
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        return err
+    assert "backbone has 2 flags, but the backbone has 4 stages" in error(
+        ["-c", DEMO, "-r", str(path), "-u", *anydepth, "--depth", "backbone=1,0"])
+    assert "--depth needs an any-depth config" in error(["-c", DEMO, "-r", last, "-u", *overrides, "--depth", "min"])

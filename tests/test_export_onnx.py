@@ -43,3 +43,33 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys, argv, message)
     assert run_script("export_onnx.py", argv + ["-o", str(tmp_path / "x.onnx")]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_anydepth_exports_one_graph_per_depth_with_only_the_layers_it_runs(tmp_path, capsys):
+    """Twins unlike their main norms (as after any-depth training), so the graph must hold the right ones."""
+    config = os.path.join(ROOT, "configs", "rtdetr_r18_anydepth.yml")
+    small = ["decoder.num_queries=100", "postprocessor.num_top_queries=100"]
+    cfg = rtdetr_fine.load_config(config, ["backbone.pretrained=null", *small])
+    torch.manual_seed(3)
+    model = rtdetr_fine.build_model(cfg)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith(".skip"):
+                for p in module.parameters():
+                    p.add_(0.2 * torch.randn_like(p))
+    ckpt = tmp_path / "anydepth.pth"
+    torch.save({"model": model.state_dict()}, ckpt)
+    out = tmp_path / "r18.onnx"
+    code = run_script("export_onnx.py", ["-c", config, "-r", str(ckpt), "-o", str(out), "-u", *small,
+                                         "--input-size", "128", "--check", "--depth", "full", "min", "neck=1"])
+    text = capsys.readouterr().out
+    assert code == 0 and "depth min (backbone=1,1,1,1 neck=1 decoder=2)" in text
+    assert text.count("onnxruntime vs PyTorch: 100.0% of the top-100 detections agree") == 3   # at each depth
+    graphs = {tag: onnx.load(str(tmp_path / f"r18_{tag}.onnx")).graph for tag in ("full", "min", "b0000_n1_d3")}
+    convs = {tag: sum(n.op_type == "Conv" for n in g.node) for tag, g in graphs.items()}
+    # min drops one 3x3 conv pair per stage (4 x 2) and 2 fused RepVGG convs per CSP layer (4 x 2)
+    assert convs["full"] - convs["min"] == 16 and convs["full"] - convs["b0000_n1_d3"] == 8
+    nodes = {tag: len(g.node) for tag, g in graphs.items()}
+    assert nodes["min"] < nodes["b0000_n1_d3"] < nodes["full"]
+    assert run_script("export_onnx.py", ["-c", BASELINE, "-o", str(tmp_path / "x.onnx"), "--depth", "min"]) == 1
+    assert "anydepth.enabled: true" in capsys.readouterr().err

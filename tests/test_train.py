@@ -147,3 +147,20 @@ def test_resume_on_data_with_another_class_set_names_both(tmp_path):
                 "classes": ClassSet(3, (3, 17, 90), ("a", "b", "c")).to_dict()}, path)
     with pytest.raises(ValueError, match=r"last\.pth was trained with category ids \[3, 17, 90\].*\[1, 2\]"):
         restore_training(str(path), None, None, None, None, None, ClassSet(2, (1, 2), ("x", "y")))
+
+
+def test_anydepth_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path, capsys):
+    out = tmp_path / "out"
+    train(tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "min"])
+    log = read_log(out)
+    assert log[0]["val_depth"] == "min (backbone=1,1,1,1 neck=1 decoder=3)"
+    state = torch.load(out / "last.pth", weights_only=True)["model"]
+    # training ran at full depth: the main norms moved from their init (1), their twins (only used by
+    # the evaluation at `min`, in eval mode) did not
+    for norm in ("backbone.res_layers.0.blocks.0.branch2a.norm", "encoder.lateral_convs.0.norm"):
+        assert not torch.equal(state[f"{norm}.weight"], torch.ones_like(state[f"{norm}.weight"])), norm
+        assert torch.equal(state[f"{norm}.skip.weight"], torch.ones_like(state[f"{norm}.skip.weight"])), norm
+    assert "decoder=9, but the model has 3 decoder layers" in train_error(
+        tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "decoder=9"], capsys)
+    assert "needs an any-depth config" in train_error(tiny_demo(tmp_path, out, "epochs=1") + ["--depth", "min"],
+                                                      capsys)

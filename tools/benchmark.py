@@ -9,6 +9,11 @@ benchmark.png to --out-dir.
     python tools/benchmark.py -c configs/rtdetr_r18.yml configs/rtdetr_r18_fine.yml --runs 50
     python tools/benchmark.py --ablation --input-size 320 --runs 3 --out-dir /tmp/bench
     python tools/benchmark.py -c configs/rtdetr_r18.yml --onnx official=official_r18.onnx --runs 100
+    python tools/benchmark.py --anydepth -c configs/rtdetr_r50_anydepth.yml --runs 100   # one row per depth
+
+--anydepth times one any-depth config at the depths of anydepth.benchmark_depths (full, each
+backbone stage skipped alone, the neck skipped alone, all skips, min), all copies of one built
+model, each exported with only the layers it runs; the plot is latency vs GFLOPs, a point per depth.
 
 --onnx adds ONNX files exported elsewhere with the same interface (inputs `images`,
 `orig_target_sizes`), e.g. the official RT-DETR's tools/export_onnx.py output: they
@@ -16,7 +21,8 @@ are timed in onnxruntime in the same turns as the configs (params, GFLOPs and
 eager latency n/a).
 
 What is measured:
-  * params: all parameters of the detector (deploy mode: RepVGG blocks fused).
+  * params: all parameters of the detector (deploy mode: RepVGG blocks fused); any-depth
+    models: the parameters the depth runs (anydepth.count_depth_params), all in params_total.
   * GFLOPs: rtdetr_fine.flops.count_flops, 2 x multiply-accumulates of matrix
     products and convolutions, attention included (see rtdetr_fine/flops.py).
   * latency: median (and min) wall time of `--runs` single-image inferences after
@@ -34,6 +40,7 @@ What is measured:
 """
 import argparse
 import contextlib
+import copy
 import ctypes
 import json
 import os
@@ -45,6 +52,8 @@ import time
 import torch
 
 from rtdetr_fine import cli, deploy
+from rtdetr_fine.anydepth import (benchmark_depths, count_depth_params, depth_spec, depth_tag, is_anydepth,
+                                  layout_of, set_depth)
 from rtdetr_fine.flops import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -209,11 +218,15 @@ def paired_ratio(reference, samples):
 
 
 class Candidate:
-    """One config under test: the deploy model, its ONNX export and onnxruntime session."""
+    """One config under test: the deploy model, its ONNX export and onnxruntime session.
 
-    def __init__(self, name, config, overrides, height, width, threads, work_dir):
+    `model`: an already built deploy model to use instead of building the config's (any-depth:
+    a copy of one model, set to its depth).
+    """
+
+    def __init__(self, name, config, overrides, height, width, threads, work_dir, model=None):
         self.name, self.config = name, config
-        self.model = deploy.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
+        self.model = model or deploy.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
         self.images, self.sizes = deploy.example_inputs(1, height, width)
         self.onnx_path = os.path.join(work_dir, f"{name}.onnx")
         self.threads = threads
@@ -229,6 +242,9 @@ class Candidate:
                 raise BenchmarkError(f"{self.name}: {e}") from None
         self.result["eager_peak_mib"] = mem.mib
         self.result["params"] = count_params(self.model.model)
+        if is_anydepth(self.model.model):   # what this depth runs; the unused twins and skipped blocks apart
+            self.result["params_total"] = self.result["params"]
+            self.result["params"] = count_depth_params(self.model.model)
         self.result["gflops"] = count_flops(self.model.model, self.images) / 1e9
 
     def export(self):
@@ -318,6 +334,9 @@ def markdown_table(report):
         f"Ratios vs {report['results'][0]['name']}: ratio of medians, and 'paired': median over blocks of "
         f"(block median / mean of the reference's blocks just before and after), which follows drifts in "
         f"machine speed. Memory: {s['memory_note']}",
+        *([f"Depths of {report['results'][0]['config']}: bXXXX = skip flags of backbone stages res2..res5, "
+           "nN = neck skip, dN = decoder layers run (specs in benchmark.json); params = those the depth runs."]
+          if s.get("anydepth") else []),
         "",
         "| model | params (M) | GFLOPs | PyTorch eager (ms) | onnxruntime (ms) | eager peak +MiB | ORT peak +MiB |",
         "|---|---|---|---|---|---|---|",
@@ -357,6 +376,31 @@ def plot(report, path):
     plt.close(fig)
 
 
+def plot_depths(report, path):
+    """Any-depth: latency vs GFLOPs, one point per depth, for each runtime timed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    results = report["results"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for key, label, marker in (("eager_ms", "PyTorch eager", "o"), ("ort_ms", "onnxruntime", "s")):
+        points = [(r["gflops"], r[key], r["name"]) for r in results if r.get(key) is not None]
+        if not points:
+            continue
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker, label=label)
+        for x, y, name in points:
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("GFLOPs")
+    ax.set_ylabel("latency (ms)")
+    ax.legend()
+    s = report["settings"]
+    ax.set_title(f"{os.path.basename(results[0]['config'])}: one point per depth, "
+                 f"{s['input_size'][0]}x{s['input_size'][1]}, {s['threads']} threads, CPU", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_outputs(report, out_dir):
     """benchmark.json / .md / .png in out_dir; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -365,7 +409,7 @@ def write_outputs(report, out_dir):
         json.dump(report, f, indent=2)
     with open(paths["md"], "w") as f:
         f.write(markdown_table(report))
-    plot(report, paths["png"])
+    (plot_depths if report["settings"].get("anydepth") else plot)(report, paths["png"])
     return paths
 
 
@@ -377,6 +421,9 @@ def parse_args(argv=None):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("-c", "--config", nargs="+", help="config(s); ratios are against the first")
     what.add_argument("--ablation", action="store_true", help="baseline R18 + FINE quadratic/linear/linear_bottleneck")
+    p.add_argument("--anydepth", action="store_true",
+                   help="with -c CONFIG (one any-depth config): a row per depth (full, each backbone stage skipped "
+                        "alone, neck skipped alone, all skips, min); plot: latency vs GFLOPs")
     p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides for every config, key=value")
     p.add_argument("--input-size", type=int, nargs="+", default=[640], metavar="S", help="S or H W (default 640)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and runtime (default 20)")
@@ -436,6 +483,20 @@ def candidates_from(args):
     return out
 
 
+def anydepth_candidates(config, overrides):
+    """[(depth tag, config, deploy model at that depth, depth spec)]: copies of one built any-depth model."""
+    base = deploy.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
+    if not is_anydepth(base.model):
+        raise BenchmarkError(f"--anydepth: {config} is not an any-depth config (anydepth.enabled: false)")
+    layout = layout_of(base.model)
+    out = []
+    for depth in benchmark_depths(layout):
+        model = copy.deepcopy(base)
+        set_depth(model.model, depth)
+        out.append((depth_tag(depth, layout), config, model, depth_spec(depth)))
+    return out
+
+
 def record_latencies(models, runtime, args):
     """Time `runtime` ("eager" or "ort") of the models in blocks; adds <runtime>_ms, _min_ms,
     _quiet_runs, _contended and _paired_ratio (against the first model) to their results."""
@@ -452,6 +513,8 @@ def run(args, log=print):
     height, width = input_hw(args.input_size)
     if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.block < 1:
         raise BenchmarkError("--runs, --threads and --block must be >= 1, --warmup >= 0")
+    if args.anydepth and (args.ablation or len(args.config) != 1):
+        raise BenchmarkError("--anydepth takes one any-depth config: --anydepth -c configs/rtdetr_r50_anydepth.yml")
     onnx_files = parse_onnx_args(args.onnx)
     cli.check_output_dir(args.out_dir, "--out-dir")   # before the models are built and timed
     torch.set_num_threads(args.threads)
@@ -462,9 +525,15 @@ def run(args, log=print):
         log(f"note: load average is {load_before:.2f}; other processes may slow the timings")
 
     models = []
-    for name, config in candidates_from(args):
-        log(f"[{name}] build, count, export ({config})")
-        candidate = Candidate(name, config, args.update, height, width, args.threads, work_dir)
+    if args.anydepth:
+        todo = anydepth_candidates(candidates_from(args)[0][1], args.update)
+    else:
+        todo = [(name, config, None, None) for name, config in candidates_from(args)]
+    for name, config, model, depth in todo:
+        log(f"[{name}] build, count, export ({config}{', depth ' + depth if depth else ''})")
+        candidate = Candidate(name, config, args.update, height, width, args.threads, work_dir, model)
+        if depth:
+            candidate.result["depth"] = depth
         candidate.count()
         candidate.export()
         models.append(candidate)
@@ -488,6 +557,7 @@ def run(args, log=print):
     report = {
         "settings": {
             "input_size": [height, width], "batch_size": 1, "threads": args.threads, "runs": args.runs,
+            "anydepth": args.anydepth,
             "warmup": args.warmup, "block": args.block, "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "load_before": load_before, "load_after": os.getloadavg()[0],

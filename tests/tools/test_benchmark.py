@@ -119,3 +119,25 @@ def test_trt_benchmark_explains_when_tensorrt_is_missing(capsys):
     err = capsys.readouterr().err
     assert "TensorRT benchmark not run" in err and "trtexec" in err
     assert "trtexec --onnx=" in trt_benchmark.__doc__
+
+
+def test_anydepth_times_every_benchmark_depth_of_one_model(tmp_path):
+    report = benchmark.run(benchmark.parse_args([
+        "--anydepth", "-c", "configs/rtdetr_r18_anydepth.yml", "-u", "decoder.num_queries=100",
+        "postprocessor.num_top_queries=100", "--input-size", "128", "--runs", "1", "--warmup", "0", "--block", "1",
+        "--out-dir", str(tmp_path)]), log=lambda *a: None)
+    rows = {r["name"]: r for r in report["results"]}
+    assert list(rows) == ["full", "b1000_n0_d3", "b0100_n0_d3", "b0010_n0_d3", "b0001_n0_d3", "b0000_n1_d3",
+                          "b1111_n1_d3", "min"]
+    assert rows["min"]["depth"] == "backbone=1,1,1,1 neck=1 decoder=2"
+    assert all(r["eager_ms"] > 0 and r["ort_ms"] > 0 for r in rows.values())
+    full = rows["full"]
+    assert full["params"] < full["params_total"]       # the unused skip twins are not counted as run
+    for name, r in rows.items():
+        if name != "full":
+            assert r["gflops"] < full["gflops"] and r["params"] < full["params"], name
+    assert rows["min"]["gflops"] < rows["b1111_n1_d3"]["gflops"] == min(r["gflops"] for n, r in rows.items()
+                                                                          if n != "min")
+    assert "bXXXX = skip flags" in (tmp_path / "benchmark.md").read_text()
+    assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert benchmark.main(["--anydepth", "-c", "configs/rtdetr_r18.yml", "--out-dir", str(tmp_path)]) == 1
