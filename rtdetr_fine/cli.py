@@ -54,12 +54,21 @@ def run_main(main: Callable, argv=None, prog: str | None = None) -> int:
         message = user_message(e)
         if message is None or os.environ.get("RTDETR_TRACEBACK"):
             raise
+        _close_progress_bars()
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         return EXIT_ERROR
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
+def _close_progress_bars() -> None:
+    """End an open tqdm bar's line, so the message starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def _interrupted(prog: str) -> int:
+    _close_progress_bars()
     print(f"{prog}: interrupted" + (f"; {_status}" if _status else ""), file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
 
