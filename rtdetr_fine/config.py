@@ -273,7 +273,8 @@ def _checked_value(key, default, value, source):
     if default is None or value is None:
         return copy.deepcopy(value)
     if isinstance(default, bool) != isinstance(value, bool):
-        raise ConfigError(f"{source}: config key '{key}' expects {'true or false' if isinstance(default, bool) else 'a ' + type(default).__name__}, got {value!r}")
+        expected = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
+        raise ConfigError(f"{source}: config key '{key}' expects {expected}, got {value!r}")
     if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
         raise ConfigError(f"{source}: config key '{key}' expects a number, got {value!r}")
     if isinstance(default, float) and isinstance(value, int):
@@ -657,7 +658,8 @@ def _validate_combinations(cfg, where):
     if fine["enabled"] and enc["hidden_dim"] % fine["num_heads"]:
         fail(("fine.num_heads", "encoder.hidden_dim"), f"fine.num_heads={fine['num_heads']} must divide "
              f"encoder.hidden_dim={enc['hidden_dim']}")
-    if len(dec["feat_channels"]) != len(enc["in_channels"]) or any(c != enc["hidden_dim"] for c in dec["feat_channels"]):
+    channels = dec["feat_channels"]
+    if len(channels) != len(enc["in_channels"]) or any(c != enc["hidden_dim"] for c in channels):
         fail(("decoder.feat_channels", "encoder.hidden_dim", "encoder.in_channels"),
              f"decoder.feat_channels {dec['feat_channels']} must list encoder.hidden_dim={enc['hidden_dim']} once "
              f"per encoder output map ({len(enc['in_channels'])}, one per encoder.in_channels entry)")
