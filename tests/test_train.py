@@ -160,9 +160,10 @@ def test_anydepth_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path, c
     for norm in ("backbone.res_layers.0.blocks.0.branch2a.norm", "encoder.lateral_convs.0.norm"):
         assert not torch.equal(state[f"{norm}.weight"], torch.ones_like(state[f"{norm}.weight"])), norm
         assert torch.equal(state[f"{norm}.skip.weight"], torch.ones_like(state[f"{norm}.skip.weight"])), norm
+    other = tmp_path / "other"   # `out` holds a run now: a new run there is refused before --depth is looked at
     assert "decoder=9, but the model has 3 decoder layers" in train_error(
-        tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "decoder=9"], capsys)
-    assert "needs an any-depth config" in train_error(tiny_demo(tmp_path, out, "epochs=1") + ["--depth", "min"],
+        tiny_demo(tmp_path, other, "epochs=1", "anydepth.enabled=true") + ["--depth", "decoder=9"], capsys)
+    assert "needs an any-depth config" in train_error(tiny_demo(tmp_path, other, "epochs=1") + ["--depth", "min"],
                                                       capsys)
 
 
