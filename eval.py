@@ -14,6 +14,9 @@ checkpoint records (train.py writes it), else with the val file's categories (rt
 Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
 size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions. Any-depth configs: one such
 report per --depth (params run and GFLOPs at that depth, then the tables).
+--output-json / --save-detections are checked before the evaluation starts; a failed write of one
+file does not keep the others from being written. Errors (config, data,
+checkpoint, paths) end as one line on stderr with exit code 1 (rtdetr_fine/cli.py).
 """
 import argparse
 import json
@@ -23,17 +26,17 @@ import sys
 import torch
 
 import rtdetr_fine
+from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
-from rtdetr_fine.anydepth import (DepthSpecError, count_depth_params, depth_spec, depth_tag, describe_depth,
+from rtdetr_fine.anydepth import (count_depth_params, depth_spec, depth_tag, describe_depth,
                                   layout_of, resolve_depths, using_depth)
 from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
-from rtdetr_fine.checkpoint import extract_state_dict, load_weights, read_checkpoint
+from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
 from rtdetr_fine.classes import apply_class_set, recorded_class_set
-from rtdetr_fine.config import ConfigError
 from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
 from rtdetr_fine.flops import count_flops, count_params
-from rtdetr_fine.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
+from rtdetr_fine.loaders import build_val_loader, check_data_paths, prepare_demo_data
 
 SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
 
@@ -62,22 +65,14 @@ def parse_args(argv=None):
 def main(argv=None):
     """Returns the report dict (on every rank; only rank 0 prints and writes files)."""
     args = parse_args(argv)
-    try:
-        cfg = rtdetr_fine.load_config(args.config, args.update)
-        cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
-    if args.max_images is not None and args.max_images < 1:
-        sys.exit(f"--max-images must be at least 1, got {args.max_images}")
-    if not cfg["demo"]["enabled"]:
-        try:   # before building anything, as train.py does
-            check_data_paths(cfg, ("val",))
-        except DataPathError as e:
-            sys.exit(str(e))
-    if not os.path.isfile(args.resume):
-        sys.exit(f"eval.py: checkpoint not found: {args.resume}")
+    check_arguments(args)
+    cfg = rtdetr_fine.load_config(args.config, args.update)
+    cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
+    if not cfg["demo"]["enabled"]:   # before building anything, as train.py does
+        check_data_paths(cfg, ("val",))
+    check_checkpoint_file(args.resume)   # missing, empty, not a checkpoint: before any work
     if args.depth and not cfg["anydepth"]["enabled"]:
-        sys.exit(f"eval.py: --depth needs an any-depth config; {args.config} has anydepth.enabled: false")
+        raise cli.UserError(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
 
     device, rank, _ = du.init_distributed(args.device)
     du.setup_logging(rank)
@@ -87,6 +82,22 @@ def main(argv=None):
         du.cleanup()
 
 
+def check_arguments(args):
+    """Argument ranges and output paths, before any work (a bad path must not cost an evaluation)."""
+    if args.max_images is not None and args.max_images < 1:
+        raise cli.UserError(f"--max-images must be at least 1, got {args.max_images}")
+    for flag, value in (("--fp-score", args.fp_score), ("--fp-iou", args.fp_iou)):
+        if not 0.0 <= value <= 1.0:
+            raise cli.UserError(f"{flag} must be in [0, 1], got {value}")
+    outputs = [(flag, path) for flag, path in (("--output-json", args.output_json),
+                                               ("--save-detections", args.save_detections)) if path]
+    for flag, path in outputs:
+        cli.check_output_file(path, flag)
+    if len(outputs) == 2 and os.path.abspath(outputs[0][1]) == os.path.abspath(outputs[1][1]):
+        raise cli.UserError(f"--output-json and --save-detections are the same file ({args.output_json}); "
+                            "give two names")
+
+
 def run(args, cfg, device):
     prepare_demo_data(cfg)
     # labels -> the val file's category ids: with the class set the checkpoint was trained with when it
@@ -94,10 +105,7 @@ def run(args, cfg, device):
     loader, val_set, img_ids = build_val_loader(cfg, args.max_images, classes=checkpoint_class_set(args, cfg))
     apply_class_set(cfg, val_set.classes)
     model = rtdetr_fine.build_model(cfg)
-    try:
-        depths = resolve_depths(model, args.depth)
-    except DepthSpecError as e:
-        sys.exit(f"eval.py: {e}")
+    depths = resolve_depths(model, args.depth)   # a bad --depth is a DepthSpecError (ValueError): one line
     weights = load_checkpoint_or_exit(model, args.resume, args.config, cfg["num_classes"])
     model.to(device).eval()
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
@@ -105,24 +113,27 @@ def run(args, cfg, device):
 
     height, width = val_image_size(cfg)
     num_images = len(img_ids) if img_ids is not None else len(val_set)
+    cli.set_status("nothing written")
+    failed = []   # outputs that could not be written: reported after the others are
     reports = {}
     for depth in depths:
         with using_depth(model, depth):
             report = evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_set, img_ids, device,
-                                       amp_dtype, (height, width), num_images, several=len(depths) > 1)
+                                       amp_dtype, (height, width), num_images, len(depths) > 1, failed)
         reports[report.get("depth")] = report
     report = next(iter(reports.values()))
     if len(reports) > 1:
         report = {**report, "by_depth": reports}
     if du.is_main() and args.output_json:
-        write_json(args.output_json, report)
-        du.log(f"report -> {args.output_json}")
+        write_output(args.output_json, report, "report", failed)
     du.barrier()
+    if failed:
+        raise OSError("could not write " + "; ".join(failed))
     return report
 
 
 def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_set, img_ids, device, amp_dtype, size,
-                      num_images, several):
+                      num_images, several, failed):
     """Header (params and GFLOPs of what runs), COCO tables and the report of `model` at its current depth
     (depth None: a model that is not any-depth)."""
     layout = layout_of(model) if depth is not None else None
@@ -136,7 +147,7 @@ def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_se
         stem, ext = os.path.splitext(detections_path)
         detections_path = f"{stem}_{depth_tag(depth, layout)}{ext or '.json'}"
     report = evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype,
-                                 detections_path)
+                                 detections_path, failed)
     report.update({"weights": weights, "params": params, "gflops": gflops, "image_size": list(size),
                    "images": num_images})
     if depth is not None:
@@ -145,8 +156,10 @@ def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_se
     return report
 
 
-def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype, detections_path):
-    """COCO numbers, false positives and AP by size of `model` as it is; prints the tables."""
+def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype, detections_path,
+                        failed):
+    """COCO numbers, false positives and AP by size of `model` as it is; prints the tables. A detections file
+    that cannot be written is added to `failed` (the report is still written)."""
     result = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids, amp_dtype=amp_dtype,
                       backend=args.backend, verbose=False)
     stats, detections, cocoeval, seconds = result
@@ -163,41 +176,29 @@ def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, de
     du.log(format_false_positives(false_positives))
     du.log(format_ap_by_size(sizes))
     if du.is_main() and detections_path:
-        write_json(detections_path, detections)
-        du.log(f"detections ({len(detections)}, COCO results format) -> {detections_path}")
+        write_output(detections_path, detections, f"detections ({len(detections)}, COCO results format)", failed)
     return report
 
 
 def checkpoint_class_set(args, cfg):
-    try:
-        return recorded_class_set(args.resume, cfg["num_classes"])
-    except (ValueError, FileNotFoundError) as e:
-        sys.exit(f"eval.py: {e}")
+    return recorded_class_set(args.resume, cfg["num_classes"])
 
 
 def load_checkpoint_or_exit(model, path, config_path, num_classes):
-    """load_weights (EMA first) -> 'ema' | 'model' | 'state_dict'; a checkpoint that does not fit
-    the model exits with one readable message (no traceback)."""
+    """load_weights (EMA first) -> 'ema' | 'model' | 'state_dict'. A checkpoint that does not fit the
+    model is a ValueError saying why: another architecture (what the checkpoint looks like next to what
+    the config builds), or, when only the class heads differ, another num_classes."""
     try:
         return load_weights(model, path, prefer_ema=True, log=du.log)
-    except (ValueError, FileNotFoundError) as e:
-        trained_classes = checkpoint_num_classes(path)
-        if trained_classes is not None and trained_classes != num_classes:
-            sys.exit(f"eval.py: checkpoint {path} was trained for {trained_classes} classes, but config "
-                     f"{config_path} has num_classes={num_classes}, so its class heads do not fit the model "
-                     f"(e.g. decoder.enc_score_head.weight is [{trained_classes}, hidden_dim] in the checkpoint). "
-                     f"Evaluate it with the config it was trained with, or add -u num_classes={trained_classes}.")
-        sys.exit(f"eval.py: cannot evaluate checkpoint {path} with config {config_path}: {e}")
-
-
-def checkpoint_num_classes(path):
-    """Classes of the checkpoint's encoder score head (EMA weights first), or None if unreadable."""
-    try:
-        state, _ = extract_state_dict(read_checkpoint(path))
-    except (ValueError, FileNotFoundError):
-        return None
-    head = state.get("decoder.enc_score_head.weight", state.get("module.decoder.enc_score_head.weight"))
-    return int(head.shape[0]) if head is not None and head.dim() == 2 else None
+    except CheckpointMismatchError as e:
+        trained = e.checkpoint_classes
+        if e.only_class_heads and trained is not None and trained != num_classes:
+            raise cli.UserError(
+                f"checkpoint {path} was trained for {trained} classes, but config {config_path} has "
+                f"num_classes={num_classes}, so its class heads do not fit the model (e.g. "
+                f"decoder.enc_score_head.weight is [{trained}, hidden_dim] in the checkpoint). Evaluate it with "
+                f"the config it was trained with, or add -u num_classes={trained}.") from None
+        raise ValueError(f"cannot evaluate with config {config_path}: {e}") from None
 
 
 def val_image_size(cfg):
@@ -222,7 +223,7 @@ def format_header(args, weights, params, gflops, size, device, amp_dtype, num_im
         f"model       {params:,} parameters{' run' if depth else ''}, {flops} at {size[0]}x{size[1]} "
         "(one image, 2 x MAC)",
         f"device      {device} x {du.world_size()}, {precision}",
-        f"images      {num_images} ({ann_file})" + (f", first {args.max_images} only" if args.max_images else ""),
+        f"images      {num_images} ({ann_file})" + max_images_note(args.max_images, num_images),
         f"backend     {args.backend}",
     ])
 
@@ -231,12 +232,28 @@ def format_summary(stats):
     return "  ".join(f"{k} {stats[k]:.4f}" for k in SUMMARY_NAMES)
 
 
+def max_images_note(max_images, used):
+    if max_images is None:
+        return ""
+    if max_images > used:
+        return f"; --max-images {max_images}: the set has only {used}, all used"
+    return f", the first {used} only (--max-images)"
+
+
+def write_output(path, obj, what, failed):
+    """Write `obj` as JSON to `path`; an OSError is added to `failed`, so one bad path does not keep the
+    other outputs from being written (main raises the collected errors at the end)."""
+    try:
+        write_json(path, obj)
+        du.log(f"{what} -> {path}")
+    except OSError as e:
+        failed.append(f"{path}: {e.strerror or e}")
+
+
 def write_json(path, obj):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f)
+    cli.prepare_output_file(path)
+    cli.write_text_atomic(path, json.dumps(obj))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_main(main, prog="eval.py"))

@@ -20,9 +20,8 @@ import argparse
 import os
 import sys
 
-from rtdetr_fine import deploy
+from rtdetr_fine import cli, deploy
 from rtdetr_fine.anydepth import depth_tag, describe_depth, layout_of, resolve_depths, using_depth
-from rtdetr_fine.config import ConfigError
 
 
 def parse_args(argv=None):
@@ -66,7 +65,7 @@ def run(args, log=print):
         input_hw(args.input_size, divisor=1)      # shape errors before building; stride checked below
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    deploy.prepare_output_path(args.output)
+    deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
     depths = resolve_depths(model.model, args.depth)
@@ -110,15 +109,8 @@ def export_one(args, model, path, height, width, log):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (ConfigError, FileNotFoundError, ValueError, OSError, ImportError) as e:
-        # user errors (bad config, paths, checkpoints, sizes): one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_main(main, prog="export_onnx.py"))

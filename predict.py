@@ -26,21 +26,21 @@ import json
 import os
 import sys
 
-import torch
 from PIL import Image
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 import rtdetr_fine
+from rtdetr_fine import cli
 from rtdetr_fine.classes import apply_class_set, inference_class_set
-from rtdetr_fine.config import ConfigError
 from rtdetr_fine.data.image_io import load_rgb_image
+from rtdetr_fine.distributed import resolve_device
 from rtdetr_fine.predictor import build_onnx_detector, build_torch_detector, detect_image, draw_detections, val_size
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 
-class PredictError(Exception):
+class PredictError(cli.UserError):
     """A user-facing failure (missing input, unreadable file, ...): printed without a traceback."""
 
 
@@ -95,16 +95,6 @@ def output_name(path, kind, taken):
         name = f"{stem}_{n}{ext}"
     taken.add(name)
     return name
-
-
-# ---------------------------------------------------------------- device
-
-def resolve_device(arg):
-    if arg == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if arg.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError(f"--device {arg}: CUDA is not available on this machine")
-    return torch.device(arg)
 
 
 # ---------------------------------------------------------------- whole inputs
@@ -184,22 +174,14 @@ def run(args, log=print):
     if not args.resume and not args.onnx:
         raise PredictError("give the weights: -r CKPT (PyTorch) or --onnx MODEL.onnx")
     inputs = collect_inputs(args.inputs)
-    try:
-        cfg = rtdetr_fine.load_config(args.config, args.update)
-    except ConfigError as e:
-        raise PredictError(f"config error: {e}") from None
-    cfg["backbone"]["pretrained"] = None               # every weight comes from the checkpoint
-    try:
-        classes, source = inference_class_set(cfg, args.resume)
-    except (ValueError, FileNotFoundError) as e:    # CocoFormatError is a ValueError
-        raise PredictError(str(e)) from None
-    apply_class_set(cfg, classes)
+    cli.check_output_dir(args.output_dir, "-o")        # before the model is built and run
     device = resolve_device(args.device)
-    try:
-        detector = (build_onnx_detector(args.onnx, device, val_size(cfg)) if args.onnx
-                    else build_torch_detector(cfg, args.resume, device))
-    except ValueError as e:
-        raise PredictError(str(e)) from None
+    cfg = rtdetr_fine.load_config(args.config, args.update)
+    cfg["backbone"]["pretrained"] = None               # every weight comes from the checkpoint
+    classes, source = inference_class_set(cfg, args.resume)
+    apply_class_set(cfg, classes)
+    detector = (build_onnx_detector(args.onnx, device, val_size(cfg)) if args.onnx
+                else build_torch_detector(cfg, args.resume, device))
     log(f"weights: {detector.description}; input {detector.size[0]}x{detector.size[1]}; {device}")
     log(f"{classes.describe()} (from {source})")
 
@@ -227,19 +209,12 @@ def run(args, log=print):
 
 
 def write_json(path, obj):
-    with open(path, "w") as f:
-        json.dump(obj, f)
+    cli.write_text_atomic(path, json.dumps(obj))
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except PredictError as e:
-        print(f"predict.py: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    run(parse_args(argv))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_main(main, prog="predict.py"))

@@ -7,6 +7,13 @@
     python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=auto remap_mscoco_category=false \\
         train_dataloader.dataset.ann_file=... (and the other data paths)  # fine-tune on your own class set
     python train.py -c configs/rtdetr_r50_anydepth.yml -t rtdetr_r50vd_coco.pth --depth min  # any-depth
+
+A run lives in output_dir (last.pth, best.pth, log.txt, config.yml, tensorboard/). A new run refuses an
+output_dir that holds one (continue it with -r DIR/last.pth, replace it with --overwrite, or choose another
+output_dir); temp files of a save that was killed are removed by the next run or resume there. Resuming a
+run that has completed its `epochs` says "nothing to do" and exits with code 0 (raise epochs with -u to go on).
+Errors in the config, data, checkpoints or paths end as one line on stderr (rtdetr_fine/cli.py), exit code 1;
+Ctrl-C says which checkpoint is the last complete one, exit code 130.
 """
 import argparse
 import json
@@ -19,16 +26,17 @@ import numpy as np
 import torch
 
 import rtdetr_fine
+from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
-from rtdetr_fine.checkpoint import load_weights, save_atomic
+from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries, save_atomic
 from rtdetr_fine.classes import apply_class_set, recorded_class_set
-from rtdetr_fine.config import ConfigError, dump_config
-from rtdetr_fine.data import CocoFormatError
-from rtdetr_fine.engine import NonFiniteLossError, amp_dtype_for, evaluate, train_one_epoch
+from rtdetr_fine.config import dump_config
+from rtdetr_fine.engine import amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.flops import count_params
-from rtdetr_fine.loaders import (DataPathError, build_train_loader, build_val_loader, check_data_paths,
-                                 describe_batch, prepare_demo_data, set_epoch)
+from rtdetr_fine.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
+                                 prepare_demo_data, set_epoch)
+from rtdetr_fine.run_dir import check_run_dir, replace_previous_run
 from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler
 from rtdetr_fine.training_state import restore_training, training_state
 
@@ -45,6 +53,9 @@ def parse_args(argv=None):
     p.add_argument("--test-only", action="store_true", help="only evaluate (-r/-t weights) on the val set")
     p.add_argument("--depth", metavar="SPEC", help="any-depth configs: the depth evaluated every epoch: full (default) | "
                    "min | 'backbone=1,0,1,1 neck=1 decoder=4' (1 = skip); training runs at full depth")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in output_dir (its last.pth, best.pth, TensorBoard events; log.txt is kept "
+                        "as log.previous.txt) instead of refusing to start")
     return p.parse_args(argv)
 
 
@@ -56,33 +67,25 @@ def seed_everything(seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = rtdetr_fine.load_config(args.config, args.update)
-    except ConfigError as e:
-        sys.exit(f"config error: {e}")
+    cfg = rtdetr_fine.load_config(args.config, args.update)
     if args.seed is not None:
         cfg["seed"] = args.seed
     if args.resume and args.tuning:
-        sys.exit("use either -r (resume) or -t (fine-tune), not both")
+        raise cli.UserError("use either -r (resume) or -t (fine-tune), not both")
     if args.depth and not cfg["anydepth"]["enabled"]:
-        sys.exit(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
+        raise cli.UserError(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
     if args.resume or args.tuning:
         cfg["backbone"]["pretrained"] = None   # the checkpoint has the backbone: no ImageNet download
-        if not os.path.isfile(args.resume or args.tuning):
-            sys.exit(f"error: checkpoint not found: {args.resume or args.tuning}")
-    if not cfg["demo"]["enabled"]:
-        try:   # before building anything: a missing COCO is the most common first error
-            check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
-        except DataPathError as e:
-            sys.exit(str(e))
+        check_checkpoint_file(args.resume or args.tuning)   # missing, empty, not a checkpoint: before any work
+    if not args.test_only:   # before building anything: a run is never replaced silently
+        check_run_dir(cfg["output_dir"], args.resume, args.overwrite)
+    if not cfg["demo"]["enabled"]:   # before building anything: a missing COCO is the most common first error
+        check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
 
     device, rank, world = du.init_distributed(args.device)
     du.setup_logging(rank)
     try:
-        run(args, cfg, device, rank, world)
-    except (NonFiniteLossError, CocoFormatError, ConfigError, OSError, ValueError) as e:
-        # bad data, paths, checkpoints or settings: the message names the file / key; no traceback
-        sys.exit(f"error: {e}")
+        run(args, cfg, device, rank, world)   # user errors: one line at the boundary (rtdetr_fine/cli.py)
     finally:
         du.cleanup()
 
@@ -138,18 +141,24 @@ def run(args, cfg, device, rank, world):
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     start_epoch, global_step, best_ap = 0, 0, -1.0
+    cli.set_status(f"no checkpoint written yet in {out_dir}")
     if args.resume:
         start_epoch, global_step, best_ap = restore_training(args.resume, model, ema, optimizer, scheduler, scaler,
                                                              classes)
+        if start_epoch >= cfg["epochs"]:   # documented: an explicit "nothing to do", exit code 0
+            du.log(f"nothing to do: {args.resume} has completed {start_epoch} epochs and epochs={cfg['epochs']}; "
+                   f"to train longer, resume with -u epochs=N (N > {start_epoch})")
+            return
         du.log(f"resumed from {args.resume}: epoch {start_epoch}, iteration {global_step}")
+        cli.set_status(f"last complete checkpoint: {args.resume} ({start_epoch} epochs)")
 
     writer = None
     if du.is_main():
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "config.yml"), "w") as f:
-            f.write(dump_config(cfg))
-        if not args.resume and os.path.exists(os.path.join(out_dir, "log.txt")):
-            os.replace(os.path.join(out_dir, "log.txt"), os.path.join(out_dir, "log.previous.txt"))
+        remove_stale_temporaries(out_dir, du.log)
+        if args.overwrite:
+            replace_previous_run(out_dir, du.log)
+        cli.write_text_atomic(os.path.join(out_dir, "config.yml"), dump_config(cfg))
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
 
@@ -174,6 +183,7 @@ def run(args, cfg, device, rank, world):
             state = training_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg,
                                      classes)
             save_atomic(state, os.path.join(out_dir, "last.pth"))
+            cli.set_status(f"last complete checkpoint: {os.path.join(out_dir, 'last.pth')} ({epoch + 1} epochs)")
             if improved:
                 save_atomic(state, os.path.join(out_dir, "best.pth"))
             record = {"epoch": epoch, "iteration": global_step, **{f"train_{k}": v for k, v in train_stats.items()},
@@ -193,4 +203,4 @@ def run(args, cfg, device, rank, world):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run_main(main, prog="train.py"))

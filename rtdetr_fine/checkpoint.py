@@ -1,5 +1,7 @@
 """Checkpoints: atomic writes, and loading the layouts users have (ours and the official ones)."""
+import glob
 import os
+import re
 import tempfile
 
 import torch
@@ -28,13 +30,73 @@ def save_atomic(obj, path):
 
 
 def read_checkpoint(path):
-    """torch.load with weights_only=True; errors name the file."""
+    """torch.load with weights_only=True. Errors name the file and say what is wrong with it
+    (missing, empty, not a checkpoint, truncated, holding pickled objects) in one message."""
+    check_checkpoint_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types; re-raised naming the file and the reason
+        raise ValueError(f"cannot read checkpoint {path}: {load_failure_reason(e)}") from None
+
+
+def check_checkpoint_file(path) -> None:
+    """The cheap checks of read_checkpoint, without loading: the file exists, is readable, is not empty
+    and starts like a torch.save file. For the command lines to fail before they build anything."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path} is a directory, not a .pth file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    if not head:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): an interrupted copy or download?")
+    if head != ZIP_MAGIC and head[:1] != PICKLE_MAGIC:
+        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
+                         f"with the bytes {head!r})")
+
+
+ZIP_MAGIC = b"PK\x03\x04"   # torch.save's format since PyTorch 1.6
+PICKLE_MAGIC = b"\x80"       # the legacy format starts with a pickle protocol byte
+
+
+def load_failure_reason(error: Exception) -> str:
+    """torch.load's exception -> a short reason (without torch's advice to load untrusted files unsafely)."""
+    text = str(error)
+    unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if unsafe:
+        return (f"it holds a pickled Python object ({unsafe.group(1)}), not only tensors and plain containers, so "
+                "weights-only loading refuses it for safety; where it was made, save only the weights, e.g. "
+                "torch.save({'model': model.state_dict()}, path)")
+    unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+    if unpickler:
+        return f"not a valid checkpoint (unpickling failed: {unpickler.group(1).strip()}): corrupt, or not torch.save's"
+    if isinstance(error, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
+        detail = text.split(". ")[0].replace("PytorchStreamReader failed reading zip archive: ", "")
+        return f"the file is truncated or corrupt ({detail or 'unexpected end of file'}); copy or download it again"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"{type(error).__name__}" + (f": {first}" if first else "")
+
+
+# save_atomic's temp files: <name>.<random>.tmp next to <name> (a kill mid-save leaves one behind)
+TEMP_PATTERN = "*.pth.*.tmp"
+
+
+def remove_stale_temporaries(folder: str, log=print) -> list:
+    """Delete the temp files of saves that were killed midway in `folder` (only one process
+    writes a run's folder, so any found there are stale). Returns the removed paths."""
+    removed = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(folder), TEMP_PATTERN))):
+        try:
+            size = os.path.getsize(path)
+            os.remove(path)
+        except OSError:
+            continue
+        removed.append(path)
+        log(f"removed {path} ({size / 2**20:.1f} MB), left by an interrupted checkpoint save")
+    return removed
 
 
 def extract_state_dict(ckpt, prefer_ema=True):
@@ -70,45 +132,152 @@ def canonical_names(state):
     return out
 
 
+CLASS_HEAD = re.compile(r"(^|\.)(enc_score_head|dec_score_head|denoising_class_embed|classification_head)\.")
+
+
+def is_class_head(name: str) -> bool:
+    """Tensors whose shape follows num_classes (RT-DETR's score heads and denoising class embedding,
+    SSD300's classification head): the ones fine-tuning re-initialises for another class set."""
+    return CLASS_HEAD.search(name) is not None
+
+
+def describe_architecture(state: dict) -> str:
+    """What a state dict (in this repo's names) looks like, from its key names and shapes:
+    e.g. 'RT-DETR R50, without FINE, 6 decoder layers, hidden dim 256, 80 classes'."""
+    keys = list(state)
+    if any(k.startswith("head.classification_head.") for k in keys):
+        parts = ["SSD300"]
+        cls = state.get("head.classification_head.module_list.0.weight")
+        box = state.get("head.regression_head.module_list.0.weight")
+        if cls is not None and box is not None and box.shape[0] % 4 == 0 and box.shape[0]:
+            parts.append(f"{cls.shape[0] // (box.shape[0] // 4) - 1} classes")
+    elif any(k.startswith("decoder.") for k in keys):
+        parts = [f"RT-DETR {_backbone_name(keys)}", "with FINE" if any(k.startswith("encoder.fine.") for k in keys)
+                 else "without FINE"]
+        layers = {m.group(1) for k in keys for m in [re.match(r"decoder\.decoder\.layers\.(\d+)\.", k)] if m}
+        parts.append(f"{len(layers)} decoder layers")
+        proj = state.get("decoder.enc_output.0.weight")
+        if proj is not None:
+            parts.append(f"hidden dim {proj.shape[0]}")
+        head = state.get("decoder.enc_score_head.weight")
+        if head is not None:
+            parts.append(f"{head.shape[0]} classes")
+    else:
+        return f"not a detector of this repo ({len(keys)} tensors, e.g. {', '.join(keys[:3])})"
+    if any(k.startswith("cross_layer.") for k in keys):
+        parts.insert(1, "with CFSAM")
+    if any(".skip." in k for k in keys):
+        parts.insert(1, "any-depth")
+    return ", ".join(parts)
+
+
+def _backbone_name(keys) -> str:
+    """ResNet depth from the blocks per stage and the block type (backbone.ARCH), e.g. 'R50'."""
+    from .backbone import ARCH
+    blocks = {}
+    bottleneck = False
+    for k in keys:
+        m = re.match(r"backbone\.res_layers\.(\d+)\.blocks\.(\d+)\.", k)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+            bottleneck |= ".branch2c." in k
+    counts = [len(blocks[i]) for i in sorted(blocks)]
+    kind = "bottleneck" if bottleneck else "basic"
+    for depth, (arch_kind, arch_counts) in ARCH.items():
+        if kind == arch_kind and counts == arch_counts[:len(counts)] and counts:
+            return f"R{depth}"
+    return f"ResNet with {kind} blocks {counts}" if counts else "without a ResNet backbone"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit the model. only_class_heads: the architecture fits and only the
+    class heads differ (another num_classes); checkpoint_classes: the checkpoint's class count."""
+
+    def __init__(self, message: str, only_class_heads: bool, checkpoint_classes):
+        super().__init__(message)
+        self.only_class_heads, self.checkpoint_classes = only_class_heads, checkpoint_classes
+
+
+def _class_count(state: dict):
+    head = state.get("decoder.enc_score_head.weight")
+    if head is not None and head.dim() == 2:
+        return int(head.shape[0])
+    described = describe_architecture(state)
+    m = re.search(r"(\d+) classes", described)
+    return int(m.group(1)) if m else None
+
+
 def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
     """Load a checkpoint into `model`.
 
-    strict (default): every name and shape must match; a mismatch is reported as a list of
-    names/shapes (e.g. a checkpoint trained with another num_classes), not a shape traceback.
-    finetune=True: tensors whose shape differs (class heads for another num_classes) and
-    names the model lacks are skipped and listed; missing ones keep their initialisation.
+    strict (default): every name and shape must match. A mismatch is a CheckpointMismatchError that
+    says what the checkpoint looks like next to what the config builds (backbone depth, FINE,
+    decoder layers, classes; describe_architecture), or, when only the class heads differ, that
+    num_classes differs.
+    finetune=True: only the class heads may differ in shape (another class set: they keep their
+    initialisation); tensors the checkpoint lacks (e.g. FINE on an official RT-DETR checkpoint)
+    keep their initialisation; any other difference (another backbone, encoder or decoder) is refused
+    with the same description, not skipped.
     Returns which weights were loaded ('ema', 'model' or 'state_dict').
     """
     state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
     state = canonical_names(state)
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    unexpected = [k for k in state if k not in own]
+    unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    heads = [k for k in mismatched if is_class_head(k)]
+    other = [k for k in mismatched if not is_class_head(k)]
     if finetune:
-        skipped = mismatched + unexpected
-        if skipped:
-            log(f"fine-tuning from {path}: skipped {len(skipped)} tensors: " +
-                ", ".join(f"{k} {tuple(state[k].shape)}" for k in skipped))
+        if other or unexpected:
+            raise _mismatch(path, which, state, own, other, unexpected, missing=[], finetune=True)
+        if heads:
+            log(f"fine-tuning from {path}: the class heads are re-initialised (the checkpoint has "
+                f"{_class_count(state)} classes, the model {_class_count(own)}): {_modules_of(heads, shown=10)}")
         if missing:
-            log(f"fine-tuning from {path}: {len(missing)} tensors not in the checkpoint keep their init: "
-                + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
-        state = {k: v for k, v in state.items() if k not in skipped}
+            log(f"fine-tuning from {path}: {len(missing)} tensors not in the checkpoint keep their init "
+                f"({_modules_of(missing)})")
+        state = {k: v for k, v in state.items() if k in own and k not in heads}
         model.load_state_dict(state, strict=False)
         init_skip_norms_from_main(model, state, log)   # any-depth twins the checkpoint lacks: copies, not init
         return which
     if mismatched or unexpected or missing:
-        lines = [f"checkpoint {path} ({which}) does not fit this model/config:"]
-        lines += [f"  shape {k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:8]]
-        if any("score_head" in k or "denoising_class_embed" in k for k in mismatched):
-            lines.append("  the class heads differ: check num_classes (or fine-tune with -t to reinitialise them)")
-        if unexpected:
-            lines.append(f"  {len(unexpected)} names not in the model, e.g. {unexpected[:4]}"
-                         + (" (FINE weights: enable fine.enabled?)" if any(".fine." in k for k in unexpected) else ""))
-        if missing:
-            lines.append(f"  {len(missing)} model names not in the checkpoint, e.g. {missing[:4]}"
-                         + (" (any-depth skip norms: fine-tune from it with -t)" if any(".skip." in k for k in missing)
-                            else ""))
-        raise ValueError("\n".join(lines))
-    model.load_state_dict(state, strict=False)  # num_batches_tracked may be absent in some exports
+        raise _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune=False)
+    # num_batches_tracked may be absent in some exports, or present where the model's norms are frozen
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return which
+
+
+def _modules_of(names, shown=6) -> str:
+    """'encoder.fine (40), ...': the modules (first two name parts) the tensors belong to, with counts."""
+    counts = {}
+    for k in names:
+        module = ".".join(k.split(".")[:2])
+        counts[module] = counts.get(module, 0) + 1
+    listed = [f"{m} ({n})" for m, n in counts.items()]
+    return ", ".join(listed[:shown]) + (" ..." if len(listed) > shown else "")
+
+
+def _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune):
+    only_heads = bool(mismatched) and all(map(is_class_head, mismatched)) and not unexpected and not missing
+    ckpt_classes = _class_count(state)
+    if only_heads:
+        message = (f"checkpoint {path} ({which}) has class heads for {ckpt_classes} classes, the config's model "
+                   f"for {_class_count(own)}: check num_classes (or fine-tune with -t to re-initialise the heads)")
+        return CheckpointMismatchError(message, True, ckpt_classes)
+    lines = [f"checkpoint {path} ({which}) does not fit the model of this config"
+             + (" (fine-tuning re-initialises only class heads of another class count)" if finetune else "") + ":",
+             f"  the checkpoint looks like {describe_architecture(state)}",
+             f"  the config builds        {describe_architecture(own)}"]
+    if mismatched:
+        lines.append(f"  {len(mismatched)} tensors differ in shape, e.g. " + "; ".join(
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:3]))
+    if unexpected:
+        lines.append(f"  {len(unexpected)} checkpoint tensors have no place in the model ({_modules_of(unexpected)})")
+    if missing:
+        lines.append(f"  {len(missing)} model tensors are not in the checkpoint ({_modules_of(missing)})"
+                     + (" (any-depth skip norms: fine-tune from it with -t)" if any(".skip." in k for k in missing)
+                        else ""))
+    lines.append("  use the config the checkpoint was trained with (backbone.depth, fine.enabled, cross_layer, "
+                 "decoder.num_decoder_layers, ...)")
+    return CheckpointMismatchError("\n".join(lines), False, ckpt_classes)

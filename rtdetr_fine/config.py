@@ -1,10 +1,14 @@
 """YAML configs: defaults below, then `__include__`d files, then the file, then `-u key=value` overrides.
 
 Every key a config may set is listed in DEFAULTS with its default value; a key that is
-not there is an error naming it (a typo must not be silently ignored). The loaded
-config is a plain nested dict: what builds what is in `rtdetr_fine/build.py`.
+not there is an error naming it (a typo must not be silently ignored). Every value is
+checked when the config is loaded (type and range: RULES; keys that depend on each other:
+_validate_combinations), and an error names the key and where the value came from (the
+file, an included file, or `override 'key=value'`). The loaded config is a plain nested
+dict: what builds what is in `rtdetr_fine/build.py`.
 """
 import copy
+import math
 import os
 import re
 
@@ -107,7 +111,8 @@ DEFAULTS = {
     "demo": {"enabled": False, "root": "data/demo_shapes", "num_train": 200, "num_val": 50, "image_size": 320},
 }
 
-# Keys whose value is a mapping with free-form entries (not validated key by key).
+# Keys whose value is a mapping with free-form entries (not validated key by key when merging; their rule
+# in RULES checks them). A file or override merges into the mapping it replaces.
 FREE_FORM = {"criterion.weight_dict"}
 # Keys that take a positive integer or the string "auto".
 INT_OR_AUTO = {"num_classes"}
@@ -119,42 +124,116 @@ REMOVED_KEYS = {
     "decoder.feat_strides": "the decoder takes the encoder's maps as they come (encoder.feat_strides)",
 }
 OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
+ACTIVATIONS = ("relu", "silu", "gelu")                       # rtdetr_fine/layers.py get_activation
+CRITERION_LOSSES = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou")}   # rtdetr_fine/criterion.py
+RTDETR_SIZE_DIVISIBILITY = 32                                # the coarsest feature stride (deploy.size_divisibility)
 
 
 class ConfigError(ValueError):
     pass
 
 
+# ---------------------------------------------------------------- reading YAML
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats: `1e-4` and `5E3` are numbers, as every YAML 1.2 reader
+    and Python see them (PyYAML follows YAML 1.1, which reads them as strings: `optimizer.lr=1e-4`
+    would then be refused as not a number)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _yaml_load(stream):
+    return yaml.load(stream, Loader=_Loader)   # noqa: S506 - _Loader is a SafeLoader
+
+
 def load_config(path: str, overrides=()) -> dict:
-    """Load a YAML config with includes and "dotted.key=value" overrides; validate every key."""
+    """Load a YAML config with includes and "dotted.key=value" overrides; validate every key.
+
+    Errors are ConfigErrors that name the key and where its value came from: the file that set it
+    (an included one too), or `override 'key=value'`.
+    """
     cfg = copy.deepcopy(DEFAULTS)
-    _merge(cfg, _read_with_includes(path, seen=()), source=path)
+    sources = {}
+    data = _read_with_includes(path, seen=(), sources=sources)
+    _merge(cfg, data, lambda key: _source_of(sources, key, path))
     for item in overrides:
-        _merge(cfg, _parse_override(item), source=f"override {item!r}")
-    _validate_choices(cfg, path)
+        source = f"override {item!r}"
+        data = _parse_override(item, source)
+        _record_sources(data, source, sources)
+        _merge(cfg, data, lambda key, source=source: source)
+    _validate(cfg, lambda *keys: _blame(sources, keys, path))
     return cfg
 
 
-def _read_with_includes(path, seen):
+def _read_with_includes(path, seen, sources, included_from=None):
     path = os.path.abspath(path)
+    where = f" (included from {included_from})" if included_from else ""
     if path in seen:
         raise ConfigError(f"{path}: include cycle through {' -> '.join(seen)}")
+    if os.path.isdir(path):
+        raise ConfigError(f"config {path}{where} is a directory, not a YAML file")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"config file not found: {path}{where}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = _yaml_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}{where}: {e.strerror or e}") from None
+    data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: top level must be a mapping")
+        raise ConfigError(f"{path}: top level must be a mapping of config keys, got a {type(data).__name__}")
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: config keys are names, got {key!r}")
     merged = {}
     includes = data.pop("__include__", [])
-    for inc in [includes] if isinstance(includes, str) else includes:
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) and i for i in includes):
+        raise ConfigError(f"{path}: __include__ must be a file name or a list of them, got {includes!r}")
+    for inc in includes:
         inc_path = os.path.join(os.path.dirname(path), inc)
-        _merge_raw(merged, _read_with_includes(inc_path, seen + (path,)))
+        _merge_raw(merged, _read_with_includes(inc_path, seen + (path,), sources, included_from=path))
+    _record_sources(data, path, sources)
     _merge_raw(merged, data)
     return merged
+
+
+def _record_sources(data, source, sources, prefix=""):
+    """sources[dotted key] = where its value was set, for every key (and sub-key) of `data`."""
+    for k, v in data.items():
+        sources[prefix + str(k)] = source
+        if isinstance(v, dict):
+            _record_sources(v, source, sources, prefix + str(k) + ".")
+
+
+def _source_of(sources, key, default):
+    """Where `key` (or the nearest enclosing key) was set; `default` for built-in defaults."""
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):
+        found = sources.get(".".join(parts[:n]))
+        if found is not None:
+            return found
+    return default
+
+
+def _blame(sources, keys, path):
+    """Where the values of `keys` came from: the sources that set them (defaults left out), joined."""
+    found = []
+    for key in keys:
+        source = _source_of(sources, key, None)
+        if source is not None and source not in found:
+            found.append(source)
+    return " and ".join(found) or path
 
 
 def _merge_raw(dst, src):
@@ -165,126 +244,453 @@ def _merge_raw(dst, src):
             dst[k] = copy.deepcopy(v)
 
 
-def _merge(dst, src, source, prefix=""):
-    """Merge src into dst, refusing keys that the defaults do not have."""
+def _merge(dst, src, source_of, prefix=""):
+    """Merge src into dst, refusing keys that the defaults do not have and values of the wrong type."""
     for k, v in src.items():
-        key = prefix + k
+        key = prefix + str(k)
         if k not in dst:
             if key in REMOVED_KEYS:
-                raise ConfigError(f"{source}: config key '{key}' no longer exists: {REMOVED_KEYS[key]}")
+                raise ConfigError(f"{source_of(key)}: config key '{key}' no longer exists: {REMOVED_KEYS[key]}")
             known = ", ".join(sorted(dst)) if prefix else "see DEFAULTS in rtdetr_fine/config.py"
-            raise ConfigError(f"{source}: unknown config key '{key}' (known here: {known})")
+            raise ConfigError(f"{source_of(key)}: unknown config key '{key}' (known here: {known})")
         if isinstance(dst[k], dict) and key not in FREE_FORM:
             if not isinstance(v, dict):
-                raise ConfigError(f"{source}: config key '{key}' must be a mapping, got {v!r}")
-            _merge(dst[k], v, source, key + ".")
+                raise ConfigError(f"{source_of(key)}: config key '{key}' must be a mapping, got {v!r}")
+            _merge(dst[k], v, source_of, key + ".")
+        elif key in FREE_FORM and isinstance(v, dict) and isinstance(dst[k], dict):
+            dst[k].update(copy.deepcopy(v))
         elif key in INT_OR_AUTO:
             if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ConfigError(f"{source}: config key '{key}' expects a positive integer or auto, got {v!r}")
+                raise ConfigError(f"{source_of(key)}: config key '{key}' expects a positive integer or auto, "
+                                  f"got {v!r}")
             dst[k] = v
         else:
-            dst[k] = _checked_value(key, dst[k], v, source)
+            dst[k] = _checked_value(key, dst[k], v, source_of(key))
 
 
 def _checked_value(key, default, value, source):
+    """The value's type against the default's (ranges and the keys without a typed default: RULES)."""
     if default is None or value is None:
-        return value
+        return copy.deepcopy(value)
     if isinstance(default, bool) != isinstance(value, bool):
-        raise ConfigError(f"{source}: config key '{key}' expects a boolean-like {type(default).__name__}, got {value!r}")
+        expected = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
+        raise ConfigError(f"{source}: config key '{key}' expects {expected}, got {value!r}")
     if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
         raise ConfigError(f"{source}: config key '{key}' expects a number, got {value!r}")
     if isinstance(default, float) and isinstance(value, int):
         return float(value)
+    if isinstance(default, int) and isinstance(value, float) and value.is_integer():
+        return int(value)      # 1e3 (read as a float) for an integer key
     if isinstance(default, list) and not isinstance(value, list):
         raise ConfigError(f"{source}: config key '{key}' expects a list, got {value!r}")
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ConfigError(f"{source}: config key '{key}' expects a mapping, got {value!r}")
     if isinstance(default, str) and not isinstance(value, str):
         raise ConfigError(f"{source}: config key '{key}' expects a string, got {value!r}")
     return copy.deepcopy(value)
 
 
-def _parse_override(item):
+def _parse_override(item, source):
     """'a.b.c=value' -> {'a': {'b': {'c': yaml(value)}}}."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like dotted.key=value")
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"{source} must look like dotted.key=value")
     key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"{source}: '{key}' is not a dotted key (e.g. optimizer.lr=1e-4)")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = _yaml_load(raw) if raw.strip() != "" else ""
     except yaml.YAMLError:
         value = raw
     out = value
-    for part in reversed(key.strip().split(".")):
+    for part in reversed(parts):
         out = {part: out}
     return out
 
 
-def _validate_choices(cfg, path):
+# ---------------------------------------------------------------- validation: every key's type and range
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(low=None):
+    """An integer (not a bool), at least `low`."""
+    def check(v, cfg=None):
+        return None if _is_int(v) and (low is None or v >= low) else \
+            "must be an integer" + ("" if low is None else f" >= {low}")
+    return check
+
+
+def _boolean(v, cfg=None):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def _text(v, cfg=None):
+    return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
+
+
+def _number(low=None, high=None, low_open=False, high_open=False):
+    """A finite number in [low, high] (either end open / absent)."""
+    def check(v, cfg=None):
+        ok = _is_number(v) and (low is None or (v > low if low_open else v >= low)) \
+            and (high is None or (v < high if high_open else v <= high))
+        if ok:
+            return None
+        if low is not None and high is not None:
+            return f"must be a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        if low is not None:
+            return f"must be a number {'>' if low_open else '>='} {low:g}"
+        return "must be a finite number"
+    return check
+
+
+def _one_of(*choices):
+    def check(v, cfg=None):
+        return None if any(v == c and type(v) is type(c) for c in choices) else f"must be one of {choices}"
+    return check
+
+
+def _optional(rule, what="null"):
+    def check(v, cfg=None):
+        if v is None:
+            return None
+        problem = rule(v, cfg)
+        return f"{problem} or {what}" if problem else None
+    return check
+
+
+def _list_of(rule, what, min_len=0, length=None):
+    """A list of `what` (each passing `rule`): at least min_len entries, or exactly `length`."""
+    expected = (f"a list of {length} {what}" if length is not None else
+                f"a non-empty list of {what}" if min_len else f"a list of {what}")
+
+    def check(v, cfg=None):
+        ok = isinstance(v, list) and len(v) >= min_len and (length is None or len(v) == length) \
+            and all(rule(x, cfg) is None for x in v)
+        return None if ok else f"must be {expected}"
+    return check
+
+
+_POSITIVE = _number(0, low_open=True)
+_NON_NEGATIVE = _number(0)
+_PROBABILITY = _number(0, 1)
+_DROPOUT = _number(0, 1, high_open=True)
+
+
+def _image_size(v, cfg):
+    """An int (square) or [height, width]; RT-DETR: multiples of 32; SSD300: at least its minimum."""
+    sides = [v] if _is_int(v) else v if isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)) else None
+    if sides is None or min(sides) <= 0:
+        return "must be a positive integer (square) or [height, width]"
+    if cfg["detector"] == "ssd300":
+        from .ssd import SSD300
+        if min(sides) < SSD300.min_size:
+            return f"must be at least {SSD300.min_size} px for SSD300 (its VGG16 extractor's smallest input)"
+        return None
+    if any(s % RTDETR_SIZE_DIVISIBILITY for s in sides):
+        return (f"must be a multiple of {RTDETR_SIZE_DIVISIBILITY} for RT-DETR (its coarsest feature stride), "
+                f"e.g. {_round_to(sides[0], RTDETR_SIZE_DIVISIBILITY)}")
+    return None
+
+
+def _round_to(value, step):
+    return max(step, step * round(value / step))
+
+
+def _image_sizes(v, cfg):
+    if not isinstance(v, list):
+        return "must be a list of image sizes ([] disables multi-scale)"
+    for size in v:
+        problem = _image_size(size, cfg)
+        if problem:
+            return f"entry {size!r} {problem}"
+    return None
+
+
+def _pretrained(v, cfg=None):
+    return None if v is None or isinstance(v, bool) or (isinstance(v, str) and v.strip()) else \
+        "must be null, true (the official weights), a local path or a URL"
+
+
+def _loss_weights(known):
+    def check(v, cfg=None):
+        if not isinstance(v, dict) or not v:
+            return f"must be a mapping of loss names ({', '.join(known)}) to weights >= 0"
+        unknown = sorted(set(v) - set(known))
+        if unknown:
+            return f"has unknown loss name(s) {unknown} (known: {', '.join(known)})"
+        if not all(_is_number(w) and w >= 0 for w in v.values()):
+            return "weights must be numbers >= 0"
+        return None
+    return check
+
+
+def _criterion_losses(v, cfg=None):
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x in CRITERION_LOSSES for x in v):
+        return f"must be a non-empty list of {sorted(CRITERION_LOSSES)}"
+    return None
+
+
+def _lr_milestones(v, cfg=None):
+    return None if isinstance(v, list) and all(_is_int(m) and m > 0 for m in v) else \
+        "must be a list of epochs (positive integers)"
+
+
+def _optimizer_params(v, cfg=None):
+    return None if isinstance(v, list) else "must be a list of {params: regex, lr?, weight_decay?} groups"
+
+
+def _eval_idx(v, cfg):
+    layers = cfg["decoder"]["num_decoder_layers"]
+    if _is_int(v) and _is_int(layers) and -layers <= v < layers:
+        return None
+    return f"must be a decoder layer index in [-{layers}, {layers - 1}] (decoder.num_decoder_layers={layers})"
+
+
+def _min_decoder_layers(v, cfg):
+    layers = cfg["decoder"]["num_decoder_layers"]
+    return None if _is_int(v) and 1 <= v <= layers else \
+        f"must be a number of layers from 1 to decoder.num_decoder_layers={layers}"
+
+
+def _return_idx(v, cfg):
+    stages = cfg["backbone"]["num_stages"]
+    if isinstance(v, list) and v and all(_is_int(i) and 0 <= i < stages for i in v) and v == sorted(set(v)):
+        return None
+    return f"must be increasing stage indices in 0..{stages - 1} (backbone.num_stages={stages})"
+
+
+def _encoder_idx(v, cfg):
+    levels = len(cfg["encoder"]["in_channels"])
+    if isinstance(v, list) and all(_is_int(i) and 0 <= i < levels for i in v) and len(set(v)) == len(v):
+        return None
+    return f"must be a list of distinct level indices in 0..{levels - 1} (encoder.in_channels has {levels} levels)"
+
+
+# Every key of DEFAULTS (tests/test_config.py checks that none is missing) -> its check. A check gets
+# (value, whole config) and returns None or what is wrong ("must be ...").
+RULES = {
+    "detector": _one_of(*DETECTORS),
+    "cross_layer": _optional(_one_of(*CROSS_LAYER_MODULES)),
+    "num_classes": lambda v, cfg=None: None if v == "auto" or _int(1)(v) is None else "must be an integer >= 1 or auto",
+    "remap_mscoco_category": _boolean,
+    "epochs": _int(1),
+    "output_dir": _text,
+    "seed": _int(),
+    "backbone.depth": _one_of(18, 34, 50, 101),
+    "backbone.variant": _one_of("a", "b", "c", "d"),
+    "backbone.num_stages": _one_of(1, 2, 3, 4),
+    "backbone.return_idx": _return_idx,
+    "backbone.freeze_at": _int(-1),                    # -1: nothing frozen
+    "backbone.freeze_norm": _boolean,
+    "backbone.pretrained": _pretrained,
+    "encoder.in_channels": _list_of(_int(1), "positive integers", min_len=1),
+    "encoder.feat_strides": _list_of(_int(1), "positive integers", min_len=1),
+    "encoder.hidden_dim": _int(1),
+    "encoder.use_encoder_idx": _encoder_idx,
+    "encoder.num_encoder_layers": _int(0),
+    "encoder.nhead": _int(1),
+    "encoder.dim_feedforward": _int(1),
+    "encoder.dropout": _DROPOUT,
+    "encoder.enc_act": _one_of(*ACTIVATIONS),
+    "encoder.pe_temperature": _POSITIVE,
+    "encoder.expansion": _POSITIVE,
+    "encoder.depth_mult": _POSITIVE,
+    "encoder.act": _one_of(*ACTIVATIONS),
+    "fine.enabled": _boolean,
+    "fine.attention": lambda v, cfg=None: _one_of(*_fine_choices()[0])(v),
+    "fine.modulation": lambda v, cfg=None: _one_of(*_fine_choices()[1])(v),
+    "fine.num_heads": _int(1),
+    "fine.ffn_ratio": _int(1),
+    "fine.upsample": _one_of("nearest", "bilinear"),
+    "cfsam.hidden_dim": _int(1),
+    "cfsam.num_layers": _int(1),
+    "cfsam.num_heads": _int(1),
+    "cfsam.dim_feedforward": _int(1),
+    "cfsam.parts": _int(1),
+    "cfsam.dropout": _DROPOUT,
+    "ssd.iou_thresh": _PROBABILITY,
+    "ssd.positive_fraction": _number(0, 1, low_open=True),
+    "ssd.weight_dict.loss_loc": _NON_NEGATIVE,
+    "ssd.weight_dict.loss_conf": _NON_NEGATIVE,
+    "ssd.score_thresh": _PROBABILITY,
+    "ssd.nms_thresh": _PROBABILITY,
+    "ssd.topk_candidates": _int(1),
+    "ssd.detections_per_img": _int(1),
+    "decoder.hidden_dim": _int(1),
+    "decoder.num_queries": _int(1),
+    "decoder.feat_channels": _list_of(_int(1), "positive integers", min_len=1),
+    "decoder.num_levels": _int(1),
+    "decoder.num_decoder_points": _int(1),
+    "decoder.nhead": _int(1),
+    "decoder.num_decoder_layers": _int(1),
+    "decoder.dim_feedforward": _int(1),
+    "decoder.dropout": _DROPOUT,
+    "decoder.activation": _one_of(*ACTIVATIONS),
+    "decoder.num_denoising": _int(0),
+    "decoder.label_noise_ratio": _PROBABILITY,
+    "decoder.box_noise_scale": _NON_NEGATIVE,
+    "decoder.learnt_init_query": _boolean,
+    "decoder.eval_idx": _eval_idx,
+    "decoder.eps": _number(0, 0.5, low_open=True, high_open=True),
+    "decoder.aux_loss": _boolean,
+    "criterion.weight_dict": _loss_weights([n for names in CRITERION_LOSSES.values() for n in names]),
+    "criterion.losses": _criterion_losses,
+    "criterion.alpha": _PROBABILITY,
+    "criterion.gamma": _NON_NEGATIVE,
+    "criterion.matcher.cost_class": _NON_NEGATIVE,
+    "criterion.matcher.cost_bbox": _NON_NEGATIVE,
+    "criterion.matcher.cost_giou": _NON_NEGATIVE,
+    "criterion.matcher.alpha": _PROBABILITY,
+    "criterion.matcher.gamma": _NON_NEGATIVE,
+    "postprocessor.num_top_queries": _int(1),
+    "train_dataloader.dataset.img_folder": _text,
+    "train_dataloader.dataset.ann_file": _text,
+    "train_dataloader.dataset.exif_transpose": _boolean,
+    "train_dataloader.total_batch_size": _int(1),
+    "train_dataloader.batch_size": _optional(_int(1), "null (then total_batch_size decides)"),
+    "train_dataloader.num_workers": _int(0),
+    "train_dataloader.image_size": _image_size,
+    "train_dataloader.multi_scale": _image_sizes,
+    "train_dataloader.no_aug_epochs": _int(0),
+    "val_dataloader.dataset.img_folder": _text,
+    "val_dataloader.dataset.ann_file": _text,
+    "val_dataloader.dataset.exif_transpose": _boolean,
+    "val_dataloader.batch_size": _int(1),
+    "val_dataloader.num_workers": _int(0),
+    "val_dataloader.image_size": _image_size,
+    "optimizer.type": _one_of(*OPTIMIZERS),
+    "optimizer.momentum": _number(0, 1),
+    "optimizer.lr": _NON_NEGATIVE,
+    "optimizer.weight_decay": _NON_NEGATIVE,
+    "optimizer.betas": _list_of(_number(0, 1, high_open=True), "numbers in [0, 1)", length=2),
+    "optimizer.params": _optimizer_params,
+    "optimizer.clip_max_norm": _NON_NEGATIVE,
+    "optimizer.warmup_iters": _int(0),
+    "optimizer.lr_milestones": _lr_milestones,
+    "optimizer.lr_gamma": _POSITIVE,
+    "ema.enabled": _boolean,
+    "ema.decay": _PROBABILITY,
+    "ema.warmups": _int(0),
+    "amp.dtype": _one_of("bfloat16", "float16"),
+    "sync_bn": _boolean,
+    "find_unused_parameters": _boolean,
+    "log_every": _int(1),
+    "demo.enabled": _boolean,
+    "demo.root": _text,
+    "demo.num_train": _int(1),
+    "demo.num_val": _int(1),
+    "demo.image_size": _int(32),
+    "anydepth.enabled": _boolean,
+    "anydepth.min_decoder_layers": _optional(_min_decoder_layers, "null (all the full model runs)"),
+}
+
+
+def _fine_choices():
     from .fine import ATTENTION_MODES, MODULATIONS
-    fine = cfg["fine"]
-    if fine["attention"] not in ATTENTION_MODES:
-        raise ConfigError(f"{path}: fine.attention must be one of {ATTENTION_MODES}, got {fine['attention']!r}")
-    if fine["modulation"] not in MODULATIONS:
-        raise ConfigError(f"{path}: fine.modulation must be one of {MODULATIONS}, got {fine['modulation']!r}")
-    if fine["upsample"] not in ("nearest", "bilinear"):
-        raise ConfigError(f"{path}: fine.upsample must be nearest or bilinear, got {fine['upsample']!r}")
-    _validate_batch_sizes(cfg, path)
-    _validate_optimizer_groups(cfg["optimizer"]["params"], path)
-    if cfg["detector"] not in DETECTORS:
-        raise ConfigError(f"{path}: detector must be one of {DETECTORS}, got {cfg['detector']!r}")
-    if cfg["cross_layer"] is not None and cfg["cross_layer"] not in CROSS_LAYER_MODULES:
-        raise ConfigError(f"{path}: cross_layer must be null or one of {CROSS_LAYER_MODULES}, "
-                          f"got {cfg['cross_layer']!r}")
+    return ATTENTION_MODES, MODULATIONS
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> list:
+    """Dotted names of the values in `tree` (mappings in FREE_FORM count as values)."""
+    out = []
+    for k, v in tree.items():
+        key = prefix + k
+        out += leaf_keys(v, key + ".") if isinstance(v, dict) and key not in FREE_FORM else [key]
+    return out
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _validate(cfg, where):
+    """Every key by its rule, then the rules that tie keys together. `where(*keys)` names the sources."""
+    for key in leaf_keys(DEFAULTS):
+        value = _get(cfg, key)
+        problem = RULES[key](value, cfg) if key in RULES else None   # a key without a rule: type-checked only
+        if problem:
+            raise ConfigError(f"{where(key)}: {key} {problem}, got {value!r}")
+    _validate_optimizer_groups(cfg["optimizer"]["params"], where("optimizer.params"))
+    _validate_combinations(cfg, where)
+
+
+def _validate_combinations(cfg, where):
+    fine, enc, dec = cfg["fine"], cfg["encoder"], cfg["decoder"]
+
+    def fail(keys, message):
+        raise ConfigError(f"{where(*keys)}: {message}")
+
     if cfg["cross_layer"] is not None and fine["enabled"]:
-        raise ConfigError(f"{path}: cross_layer: {cfg['cross_layer']} and fine.enabled: true exclude each other "
-                          "(both refine the multi-scale maps); switch one of them off")
+        fail(("cross_layer", "fine.enabled"), f"cross_layer: {cfg['cross_layer']} and fine.enabled: true exclude "
+             "each other (both refine the multi-scale maps); switch one of them off")
     if cfg["detector"] != "rtdetr" and fine["enabled"]:
-        raise ConfigError(f"{path}: fine.enabled: true needs detector: rtdetr (FINE lives in RT-DETR's "
-                          f"hybrid encoder), got detector: {cfg['detector']}")
-    if cfg["optimizer"]["type"] not in OPTIMIZERS:
-        raise ConfigError(f"{path}: optimizer.type must be one of {OPTIMIZERS}, got {cfg['optimizer']['type']!r}")
-    anydepth = cfg["anydepth"]
-    if anydepth["min_decoder_layers"] is not None and (
-            isinstance(anydepth["min_decoder_layers"], bool) or not isinstance(anydepth["min_decoder_layers"], int)
-            or not 1 <= anydepth["min_decoder_layers"] <= cfg["decoder"]["num_decoder_layers"]):
-        raise ConfigError(f"{path}: anydepth.min_decoder_layers must be null or a number of layers from 1 to "
-                          f"decoder.num_decoder_layers={cfg['decoder']['num_decoder_layers']}, "
-                          f"got {anydepth['min_decoder_layers']!r}")
-    if anydepth["enabled"] and cfg["detector"] != "rtdetr":
-        raise ConfigError(f"{path}: anydepth.enabled: true needs detector: rtdetr, got detector: {cfg['detector']}")
-    if cfg["amp"]["dtype"] not in ("bfloat16", "float16"):
-        raise ConfigError(f"{path}: amp.dtype must be bfloat16 or float16, got {cfg['amp']['dtype']!r}")
+        fail(("fine.enabled", "detector"), f"fine.enabled: true needs detector: rtdetr (FINE lives in RT-DETR's "
+             f"hybrid encoder), got detector: {cfg['detector']}")
+    if cfg["demo"]["enabled"]:
+        from .data.synthetic import SHAPES
+        n = cfg["num_classes"]
+        if not _is_int(n) or n > len(SHAPES):
+            fail(("num_classes", "demo.enabled"), f"demo.enabled generates num_classes shape classes: num_classes "
+                 f"must be an integer from 1 to {len(SHAPES)}, got {n!r}")
+    if cfg["cross_layer"] == "cfsam" and cfg["cfsam"]["hidden_dim"] % cfg["cfsam"]["num_heads"]:
+        fail(("cfsam.hidden_dim", "cfsam.num_heads"), f"cfsam.hidden_dim={cfg['cfsam']['hidden_dim']} must be "
+             f"divisible by cfsam.num_heads={cfg['cfsam']['num_heads']}")
+    if cfg["anydepth"]["enabled"] and cfg["detector"] != "rtdetr":
+        fail(("anydepth.enabled", "detector"), f"anydepth.enabled: true needs detector: rtdetr, got detector: "
+             f"{cfg['detector']}")
+    if cfg["detector"] != "rtdetr":
+        return
+    if len(enc["feat_strides"]) != len(enc["in_channels"]):
+        fail(("encoder.feat_strides", "encoder.in_channels"), f"encoder.feat_strides {enc['feat_strides']} needs "
+             f"one stride per entry of encoder.in_channels {enc['in_channels']}")
+    for name, section in (("encoder", enc), ("decoder", dec)):
+        if section["hidden_dim"] % section["nhead"]:
+            fail((f"{name}.hidden_dim", f"{name}.nhead"), f"{name}.hidden_dim={section['hidden_dim']} must be "
+                 f"divisible by {name}.nhead={section['nhead']}")
+    if fine["enabled"] and enc["hidden_dim"] % fine["num_heads"]:
+        fail(("fine.num_heads", "encoder.hidden_dim"), f"fine.num_heads={fine['num_heads']} must divide "
+             f"encoder.hidden_dim={enc['hidden_dim']}")
+    channels = dec["feat_channels"]
+    if len(channels) != len(enc["in_channels"]) or any(c != enc["hidden_dim"] for c in channels):
+        fail(("decoder.feat_channels", "encoder.hidden_dim", "encoder.in_channels"),
+             f"decoder.feat_channels {dec['feat_channels']} must list encoder.hidden_dim={enc['hidden_dim']} once "
+             f"per encoder output map ({len(enc['in_channels'])}, one per encoder.in_channels entry)")
+    if dec["num_levels"] < len(dec["feat_channels"]):
+        fail(("decoder.num_levels", "decoder.feat_channels"), f"decoder.num_levels={dec['num_levels']} must be at "
+             f"least the number of decoder.feat_channels ({len(dec['feat_channels'])})")
+    if _is_int(cfg["num_classes"]):
+        most = dec["num_queries"] * cfg["num_classes"]
+        if cfg["postprocessor"]["num_top_queries"] > most:
+            fail(("postprocessor.num_top_queries", "decoder.num_queries", "num_classes"),
+                 f"postprocessor.num_top_queries={cfg['postprocessor']['num_top_queries']} is more than the "
+                 f"decoder.num_queries x num_classes = {most} scores there are")
 
 
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _validate_batch_sizes(cfg, path):
-    t = cfg["train_dataloader"]
-    if not _is_positive_int(t["total_batch_size"]):
-        raise ConfigError(f"{path}: train_dataloader.total_batch_size must be a positive integer, "
-                          f"got {t['total_batch_size']!r}")
-    if t["batch_size"] is not None and not _is_positive_int(t["batch_size"]):
-        raise ConfigError(f"{path}: train_dataloader.batch_size (per process) must be a positive integer or null, "
-                          f"got {t['batch_size']!r}")
-
-
-def _validate_optimizer_groups(groups, path):
+def _validate_optimizer_groups(groups, where):
     """optimizer.params: [{params: regex, lr?: number, weight_decay?: number}, ...]."""
     for i, group in enumerate(groups):
-        where = f"{path}: optimizer.params[{i}]"
+        at = f"{where}: optimizer.params[{i}]"
         if not isinstance(group, dict) or not isinstance(group.get("params"), str):
-            raise ConfigError(f"{where} must be a mapping with a regex string 'params', got {group!r}")
+            raise ConfigError(f"{at} must be a mapping with a regex string 'params', got {group!r}")
         unknown = set(group) - OPTIMIZER_GROUP_KEYS
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)} (allowed: {sorted(OPTIMIZER_GROUP_KEYS)})")
+            raise ConfigError(f"{at}: unknown key(s) {sorted(unknown)} (allowed: {sorted(OPTIMIZER_GROUP_KEYS)})")
         for key in ("lr", "weight_decay"):
             value = group.get(key, 0.0)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(f"{where}.{key} must be a non-negative number, got {value!r}")
+            if not _is_number(value) or value < 0:
+                raise ConfigError(f"{at}.{key} must be a non-negative number, got {value!r}")
         try:
             re.compile(group["params"])
         except re.error as e:
-            raise ConfigError(f"{where}.params is not a valid regex: {group['params']!r} ({e})") from None
+            raise ConfigError(f"{at}.params is not a valid regex: {group['params']!r} ({e})") from None
 
 
 def dump_config(cfg):

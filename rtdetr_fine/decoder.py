@@ -172,7 +172,8 @@ class RTDETRTransformer(nn.Module):
         and the encoder head's top-k boxes / logits for the auxiliary loss.
         """
         if memory.shape[1] < self.num_queries:
-            raise ValueError(f"the input gives {int(memory.shape[1])} encoder tokens (levels {spatial_shapes}), fewer "
+            levels = [(int(h), int(w)) for h, w in spatial_shapes]   # plain ints also while tracing for export
+            raise ValueError(f"the input gives {int(memory.shape[1])} encoder tokens (levels {levels}), fewer "
                              f"than decoder.num_queries={self.num_queries}: use a larger input size or fewer queries")
         anchors, valid_mask = self.generate_anchors(spatial_shapes, device=memory.device)
         memory = valid_mask.to(memory.dtype) * memory

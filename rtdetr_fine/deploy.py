@@ -24,6 +24,7 @@ from torch import nn
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
 from .classes import apply_class_set, inference_class_set
+from .cli import check_output_file
 from .config import load_config
 
 INPUT_NAMES = ["images", "orig_target_sizes"]
@@ -116,12 +117,20 @@ def export(model: DeployModel, path: str, height: int = 640, width: int = 640, b
     check_input_size(height, width, size_divisibility(model.model))
     images, sizes = example_inputs(batch_size, height, width)
     dynamic_axes = {name: {0: "N"} for name in INPUT_NAMES + OUTPUT_NAMES} if dynamic else None
-    with warnings.catch_warnings(), torch.no_grad(), fixed_size_forms(model):
-        # tracer warnings about shape-derived Python values: the size is fixed by design
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (images, sizes), path, opset_version=OPSET, input_names=INPUT_NAMES,
-                          output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes, do_constant_folding=True,
-                          dynamo=False)
+    # written next to `path` and renamed over it when complete: a failed or killed export leaves no partial file
+    tmp = f"{path}.{os.getpid()}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), fixed_size_forms(model):
+            # tracer warnings about shape-derived Python values: the size is fixed by design
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (images, sizes), tmp, opset_version=OPSET, input_names=INPUT_NAMES,
+                              output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes, do_constant_folding=True,
+                              dynamo=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
@@ -247,14 +256,6 @@ def check(path: str, model: DeployModel, height: int, width: int, batch_size: in
 
 
 def prepare_output_path(path: str) -> str:
-    """Create the folder of an output file and check it can be written, before any work is done."""
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"output path {path} is a directory; give a file name, e.g. {path}/model.onnx")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise OSError(f"cannot create the folder for {path}: {e.strerror or e}") from None
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"cannot write {path}: folder {folder} is not writable")
-    return path
+    """Check that an output file can be written at `path` before any work is done (creates nothing;
+    rtdetr_fine/cli.py: check_output_file); errors name the path."""
+    return check_output_file(path, "output file")

@@ -5,14 +5,32 @@ import torch
 import torch.distributed as dist
 
 
+def resolve_device(device_arg: str = "auto") -> torch.device:
+    """--device auto | cpu | cuda | cuda:N -> torch.device; ValueError for a device this machine lacks."""
+    if device_arg == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device_arg)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device_arg!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device_arg}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device_arg}: this machine has {torch.cuda.device_count()} GPU(s), "
+                             f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        raise ValueError(f"--device {device_arg!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
 def init_distributed(device_arg="auto"):
     """Start the process group when launched by torchrun; pick this process's device.
 
     Returns (device, rank, world_size). Without torchrun: rank 0 of 1, no process group.
+    A device this machine lacks is a ValueError naming it.
     """
-    use_cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device_arg}: CUDA is not available on this machine")
+    use_cuda = resolve_device(device_arg).type == "cuda"
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -24,9 +42,7 @@ def init_distributed(device_arg="auto"):
         dist.init_process_group(backend="nccl" if use_cuda else "gloo",
                                 device_id=device if use_cuda else None)
         return device, dist.get_rank(), dist.get_world_size()
-    if device_arg == "auto":
-        return torch.device("cuda" if use_cuda else "cpu"), 0, 1
-    return torch.device(device_arg), 0, 1
+    return resolve_device(device_arg), 0, 1
 
 
 def is_dist():

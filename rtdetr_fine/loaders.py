@@ -110,7 +110,8 @@ def build_train_loader(cfg, seed, classes=None):
                         persistent_workers=False)
     if len(loader) == 0:
         raise ValueError(f"{t['dataset']['ann_file']}: {len(dataset)} images per {du.world_size()} process(es) "
-                         f"is less than one batch of {batch_size} per process")
+                         f"is less than one batch of {batch_size} per process (train_dataloader.batch_size / "
+                         "total_batch_size)")
     return loader
 
 
@@ -133,6 +134,9 @@ def build_val_loader(cfg, max_images=None, classes=None):
                             image_size=v["image_size"], remap_mscoco_category=cfg["remap_mscoco_category"],
                             num_classes=cfg["num_classes"], classes=classes,
                             exif_transpose=v["dataset"]["exif_transpose"])
+    if len(dataset) == 0:
+        raise ValueError(f"{v['dataset']['ann_file']}: the val set has no images ('images' is empty): nothing to "
+                         "evaluate (val_dataloader.dataset.ann_file)")
     subset, img_ids = dataset, None
     if max_images is not None:
         indices = list(range(min(max_images, len(dataset))))

@@ -50,6 +50,7 @@ class SSD300(nn.Module):
     """
 
     size_divisibility = 1   # any input size the VGG16 extractor takes (>= 268 px); export_onnx reads this
+    min_size = 268          # smaller inputs leave conv11_2 without its 3x3 input (configs are checked against it)
 
     def __init__(self, ssd: SSD, cross_layer: nn.Module | None = None):
         super().__init__()

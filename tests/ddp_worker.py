@@ -35,7 +35,8 @@ def main(out_dir):
     device, rank, world = du.init_distributed("cpu")
     torch.set_num_threads(1)
     cfg = rtdetr_fine.load_config(os.path.join(ROOT, "configs", "rtdetr_r18_fine.yml"), [
-        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10"])
+        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10",
+        "postprocessor.num_top_queries=20"])
     torch.manual_seed(0)                      # identical initial weights on every rank
     model = rtdetr_fine.build_model(cfg)
     ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=cfg["find_unused_parameters"])

@@ -81,3 +81,82 @@ def test_canonical_names_map_ddp_and_fine_authors_layouts():
              "decoder.enc_output.0.weight": t}
     assert list(canonical_names(state)) == ["encoder.fine.1.q_proj.weight", "encoder.fine.0.attn_norm.weight",
                                             "decoder.enc_output.0.weight"]
+
+
+# ---------------------------------------------------------------- hostile inputs (issue 16)
+
+@pytest.fixture(scope="module")
+def r50_state(tmp_path_factory):
+    """An RT-DETR R50 checkpoint (80 classes), as the official release has it -> its path."""
+    from helpers import config_path
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r50.yml"), ["backbone.pretrained=null"])
+    path = tmp_path_factory.mktemp("r50") / "rtdetr_r50.pth"
+    torch.save({"model": rtdetr_fine.build_model(cfg).state_dict()}, path)
+    return str(path)
+
+
+def test_finetune_from_another_architecture_refuses_and_names_it(small_models, r50_state):
+    from rtdetr_fine.checkpoint import CheckpointMismatchError
+    _, _, cfg3 = small_models
+    torch.manual_seed(2)
+    model = rtdetr_fine.build_model(cfg3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointMismatchError) as e:
+        load_weights(model, r50_state, finetune=True, log=lambda m: None)
+    message = str(e.value)
+    assert "rtdetr_r50.pth" in message and "looks like RT-DETR R50" in message and "builds        RT-DETR R18" in message
+    assert "fine-tuning re-initialises only class heads" in message
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())   # nothing half-loaded
+    with pytest.raises(CheckpointMismatchError, match="looks like RT-DETR R50") as e:   # eval / resume: strict
+        load_weights(model, r50_state)
+    assert not e.value.only_class_heads
+
+
+def test_finetune_skips_only_class_heads_and_says_so(tmp_path, small_models):
+    cfg, src, cfg3 = small_models
+    path = tmp_path / "coco.pth"
+    torch.save({"model": src.state_dict()}, path)
+    said = []
+    load_weights(rtdetr_fine.build_model(cfg3), str(path), finetune=True, log=said.append)
+    assert len(said) == 1 and "the checkpoint has 80 classes, the model 3" in said[0]
+    assert "backbone" not in said[0] and "encoder" not in said[0]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "is empty (0 bytes)"),
+    (os.urandom(256), "is not a PyTorch checkpoint"),
+    ("truncated", "truncated or corrupt"),
+    ("pickled", "holds a pickled Python object"),
+])
+def test_unreadable_checkpoints_say_why_in_one_message(tmp_path, content, reason):
+    from rtdetr_fine.checkpoint import read_checkpoint
+    path = tmp_path / "x.pth"
+    if content == "truncated":
+        torch.save({"model": {"w": torch.zeros(1000)}}, path)
+        path.write_bytes(path.read_bytes()[:1500])
+    elif content == "pickled":
+        torch.save({"model": {"w": torch.zeros(2)}, "args": argparse_namespace()}, path)
+    else:
+        path.write_bytes(content if content[:4] != b"PK\x03\x04" else b"x" + content)
+    with pytest.raises((ValueError, OSError)) as e:
+        read_checkpoint(str(path))
+    message = str(e.value)
+    assert str(path) in message and reason in message
+    assert "file an issue" not in message and "weights_only=False will likely succeed" not in message
+    assert "\n" not in message
+
+
+def argparse_namespace():
+    import argparse
+    return argparse.Namespace(lr=1)
+
+
+def test_stale_save_temporaries_are_removed_and_nothing_else(tmp_path):
+    from rtdetr_fine.checkpoint import remove_stale_temporaries
+    for name in ("last.pth.ab12cd.tmp", "best.pth.x.tmp", "last.pth", "notes.tmp", "data.json.1.tmp"):
+        (tmp_path / name).write_bytes(b"x" * 10)
+    said = []
+    removed = remove_stale_temporaries(str(tmp_path), said.append)
+    assert sorted(os.path.basename(p) for p in removed) == ["best.pth.x.tmp", "last.pth.ab12cd.tmp"]
+    assert sorted(os.listdir(tmp_path)) == ["data.json.1.tmp", "last.pth", "notes.tmp"]
+    assert len(said) == 2 and "interrupted checkpoint save" in said[0]

@@ -160,3 +160,81 @@ def test_anydepth_is_off_by_default_and_on_in_its_configs():
             {k: v for k, v in ref.items() if k not in ("anydepth", "output_dir")}
     with pytest.raises(ConfigError, match="anydepth.enabled: true needs detector: rtdetr"):
         rtdetr_fine.load_config(config_path("ssd300.yml"), ["anydepth.enabled=true"])
+
+
+# ---------------------------------------------------------------- ranges and types (issue 16)
+
+def test_every_key_has_a_range_rule():
+    from rtdetr_fine.config import DEFAULTS, RULES, leaf_keys
+    assert sorted(set(leaf_keys(DEFAULTS)) - set(RULES)) == []   # a new key needs its rule in RULES
+    assert sorted(set(RULES) - set(leaf_keys(DEFAULTS))) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train_dataloader.image_size=100", "train_dataloader.image_size must be a multiple of 32"),
+    ("val_dataloader.image_size=100", "val_dataloader.image_size must be a multiple of 32"),
+    ("train_dataloader.multi_scale=[480, 500]", "entry 500"),
+    ("epochs=1.5", "epochs must be an integer >= 1"),
+    ("epochs=-1", "epochs must be an integer >= 1"),
+    ("epochs=0", "epochs must be an integer >= 1"),
+    ("optimizer.lr=-1e-4", "optimizer.lr must be a number >= 0"),
+    ("optimizer.lr=.nan", "optimizer.lr must be a number >= 0"),
+    ("decoder.dropout=1.0", "decoder.dropout must be a number in [0, 1)"),
+    ("ema.decay=2", "ema.decay must be a number in [0, 1]"),
+    ("train_dataloader.num_workers=-1", "train_dataloader.num_workers must be an integer >= 0"),
+    ("decoder.eval_idx=3", "decoder.eval_idx must be a decoder layer index in [-3, 2]"),
+    ("encoder.nhead=7", "encoder.hidden_dim=256 must be divisible by encoder.nhead=7"),
+    ("fine.enabled=2", "'fine.enabled' expects true or false"),
+    ("criterion.weight_dict.loss_focal=1", "unknown loss name(s) ['loss_focal']"),
+])
+def test_out_of_range_values_name_the_key_and_the_override(override, message):
+    with pytest.raises(ConfigError) as e:
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [override])
+    assert message in str(e.value)
+    assert f"override {override!r}" in str(e.value)          # blamed on the override, not on the file
+
+
+def test_ssd300_sizes_need_its_minimum_not_multiples_of_32():
+    cfg = rtdetr_fine.load_config(config_path("ssd300.yml"), ["val_dataloader.image_size=300"])
+    assert cfg["val_dataloader"]["image_size"] == 300
+    with pytest.raises(ConfigError, match="at least 268 px for SSD300"):
+        rtdetr_fine.load_config(config_path("ssd300.yml"), ["val_dataloader.image_size=200"])
+
+
+def test_override_of_a_choice_is_blamed_on_the_override_and_bad_file_values_on_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"^override 'fine.attention=bogus': fine\.attention must be one of"):
+        rtdetr_fine.load_config(config_path("rtdetr_r18_fine.yml"), ["fine.attention=bogus"])
+    p = tmp_path / "mine.yml"
+    p.write_text(f"__include__: {config_path('rtdetr_r18.yml')}\nepochs: 1.5\n")
+    with pytest.raises(ConfigError, match=r"mine\.yml: epochs must be an integer"):
+        rtdetr_fine.load_config(str(p))
+
+
+def test_yaml_1_2_floats_are_numbers_in_overrides_and_files(tmp_path):
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["optimizer.lr=1e-4", "optimizer.weight_decay=5E-5"])
+    assert cfg["optimizer"]["lr"] == 1e-4 and cfg["optimizer"]["weight_decay"] == 5e-5
+    p = tmp_path / "lr.yml"
+    p.write_text(f"__include__: {config_path('rtdetr_r18.yml')}\noptimizer:\n  lr: 2e-4\n")
+    assert rtdetr_fine.load_config(str(p))["optimizer"]["lr"] == 2e-4
+
+
+def test_missing_include_names_the_including_file(tmp_path):
+    p = tmp_path / "child.yml"
+    p.write_text("__include__: ../nowhere/base.yml\nepochs: 2\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*nowhere/base\.yml \(included from .*child\.yml\)"):
+        rtdetr_fine.load_config(str(p))
+
+
+@pytest.mark.parametrize("text, message", [("epochs: [1\n", "not valid YAML"), ("- 1\n- 2\n", "top level must be a mapping"),
+                                           ("__include__: 3\n", "__include__ must be a file name")])
+def test_malformed_files_are_named(tmp_path, text, message):
+    p = tmp_path / "bad.yml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message) as e:
+        rtdetr_fine.load_config(str(p))
+    assert "bad.yml" in str(e.value)
+
+
+def test_a_weight_override_keeps_the_other_loss_weights():
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["criterion.weight_dict.loss_vfl=2"])
+    assert cfg["criterion"]["weight_dict"] == {"loss_vfl": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}

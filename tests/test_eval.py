@@ -321,3 +321,98 @@ def test_anydepth_reports_each_depth_and_full_equals_the_baseline(trained, tmp_p
     assert "backbone has 2 flags, but the backbone has 4 stages" in error(
         ["-c", DEMO, "-r", str(path), "-u", *anydepth, "--depth", "backbone=1,0"])
     assert "--depth needs an any-depth config" in error(["-c", DEMO, "-r", last, "-u", *overrides, "--depth", "min"])
+
+# ---------------------------------------------------------------- hostile inputs (issue 16)
+
+def eval_error(argv, capsys):
+    """python eval.py ARGV that must fail -> the last line of its stderr (after any progress bar)."""
+    capsys.readouterr()
+    assert run_script("eval.py", argv + ["--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err.splitlines()[-1], captured.out
+
+
+def copy_val_set(trained, tmp_path, edit=None):
+    """The trained fixture's val set copied to tmp_path, its annotation JSON passed through edit(data)
+    (or replaced by the text edit returns) -> -u overrides pointing at the copy."""
+    import shutil
+    root = tmp_path / "set"
+    shutil.copytree(trained["root"] / "val", root / "val")
+    ann = root / "annotations" / "instances_val.json"
+    ann.parent.mkdir()
+    data = read_json(trained["root"] / "annotations" / "instances_val.json")
+    result = edit(data) if edit else None
+    ann.write_text(result if isinstance(result, str) else json.dumps(data))
+    return explicit_data_overrides(root), root, data
+
+
+def test_bad_output_paths_fail_before_the_evaluation(trained, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    base = ["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *explicit_data_overrides(trained["root"])]
+    for flag, path, said in [("--output-json", tmp_path, "is a directory"),
+                             ("--output-json", tmp_path / "a_file" / "r.json", "a_file is a file, not a folder"),
+                             ("--save-detections", tmp_path / "a_file" / "d.json", "a_file is a file, not a folder")]:
+        err, out = eval_error(base + ["--output-json", str(tmp_path / "ok.json")] * (flag != "--output-json")
+                              + [flag, str(path)], capsys)
+        assert flag in err and str(path) in err and said in err
+        assert "AP" not in out and not (tmp_path / "ok.json").exists()     # stopped before any work
+    err, _ = eval_error(base + ["--fp-score", "2"], capsys)
+    assert "--fp-score must be in [0, 1], got 2.0" in err
+
+
+def test_a_failed_detections_write_keeps_the_report(trained, tmp_path, capsys, monkeypatch):
+    from rtdetr_fine import cli
+    real_write, dets = cli.write_text_atomic, tmp_path / "dets.json"
+
+    def disk_full_for_detections(path, text):
+        if path == str(dets):
+            raise OSError(28, "No space left on device")
+        return real_write(path, text)
+    monkeypatch.setattr(cli, "write_text_atomic", disk_full_for_detections)
+    err, out = eval_error(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u",
+                           *explicit_data_overrides(trained["root"]), "--max-images", "1000",
+                           "--output-json", str(tmp_path / "report.json"), "--save-detections", str(dets)], capsys)
+    assert err == f"eval.py: error: could not write {dets}: No space left on device"
+    assert read_json(tmp_path / "report.json")["images"] == 20 and not dets.exists()
+    assert "--max-images 1000: the set has only 20, all used" in out
+
+
+@pytest.mark.parametrize("case", ["truncated json", "unknown category", "no images"])
+def test_bad_val_annotations_are_named(trained, tmp_path, capsys, case):
+    def edit(data):
+        if case == "truncated json":
+            return json.dumps(data)[:100]
+        if case == "unknown category":
+            data["annotations"][0]["category_id"] = 42
+        if case == "no images":
+            data["images"], data["annotations"] = [], []
+    overrides, root, data = copy_val_set(trained, tmp_path, edit)
+    err, _ = eval_error(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *overrides], capsys)
+    assert str(root / "annotations" / "instances_val.json") in err
+    expected = {"truncated json": "not a valid JSON file", "no images": "the val set has no images",
+                "unknown category": f"annotation id {data['annotations'][0]['id'] if data['annotations'] else ''}"}
+    assert expected[case] in err
+
+
+def test_corrupt_val_image_in_a_worker_is_one_line_naming_it(trained, tmp_path, capsys):
+    overrides, root, data = copy_val_set(trained, tmp_path)
+    image = root / "val" / data["images"][0]["file_name"]
+    image.write_bytes(image.read_bytes()[:60])
+    err, _ = eval_error(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *overrides,
+                         "val_dataloader.num_workers=1"], capsys)
+    assert err.startswith("eval.py: error: cannot decode image") and str(image) in err
+    assert "DataLoader worker" not in err
+
+
+def test_checkpoint_of_another_architecture_names_it_not_num_classes(trained, tmp_path, capsys):
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r50.yml"), ["backbone.pretrained=null"])
+    path = tmp_path / "r50.pth"
+    torch.save({"model": rtdetr_fine.build_model(cfg).state_dict()}, path)
+    capsys.readouterr()
+    assert run_script("eval.py", ["-c", DEMO, "-r", str(path), "--device", "cpu", "-u",
+                                  *explicit_data_overrides(trained["root"])]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "-u num_classes" not in err
+    assert "looks like RT-DETR R50, without FINE, 6 decoder layers, hidden dim 256, 80 classes" in err
+    assert "builds        RT-DETR R18, with FINE" in err

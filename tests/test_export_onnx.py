@@ -73,3 +73,26 @@ def test_anydepth_exports_one_graph_per_depth_with_only_the_layers_it_runs(tmp_p
     assert nodes["min"] < nodes["b0000_n1_d3"] < nodes["full"]
     assert run_script("export_onnx.py", ["-c", BASELINE, "-o", str(tmp_path / "x.onnx"), "--depth", "min"]) == 1
     assert "anydepth.enabled: true" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, message", [("dir", "is a directory"), ("under_file", "is a file, not a folder")])
+def test_bad_output_path_fails_before_building_and_tracing(tmp_path, capsys, monkeypatch, where, message):
+    from rtdetr_fine import deploy
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path if where == "dir" else tmp_path / "a_file" / "model.onnx"
+
+    def must_not_build(*a, **k):
+        raise AssertionError("the model was built before the output path was checked")
+    monkeypatch.setattr(deploy, "build_deploy_model", must_not_build)
+    capsys.readouterr()
+    assert run_script("export_onnx.py", ["-c", BASELINE, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("export_onnx.py: error: ") and str(out) in err and message in err
+    assert "Traceback" not in err
+
+
+def test_too_small_input_names_the_levels_as_numbers(tmp_path, capsys):
+    assert run_script("export_onnx.py", ["-c", BASELINE, "--input-size", "32", "-o", str(tmp_path / "x.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "levels [(4, 4), (2, 2), (1, 1)]" in err and "tensor(" not in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())                       # no partial file

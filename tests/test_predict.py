@@ -254,11 +254,14 @@ def test_bad_weights_and_inputs_are_named(custom_run, tmp_path, capsys):
              ([str(tmp_path / "notes.txt")], "notes.txt: not an image or video"),
              ([val_image(custom_run), "--onnx", str(tmp_path / "broken.onnx")], "broken.onnx"),
              ([val_image(custom_run), "-r", str(tmp_path / "none.pth")], "-r file not found"),
-             ([val_image(custom_run), "--score-threshold", "2"], "--score-threshold")]
+             ([val_image(custom_run), "--score-threshold", "2"], "--score-threshold"),
+             ([val_image(custom_run), "-o", str(tmp_path / "notes.txt")], f"-o {tmp_path / 'notes.txt'} is a file"),
+             ([val_image(custom_run), "--device", "cuda:7"], "--device cuda:7")]
     for argv, message in cases:
         weights = [] if "-r" in argv or "--onnx" in argv else ["-r", str(custom_run["ckpt"])]
         capsys.readouterr()
-        assert run_script("predict.py", [*argv, *weights, "-c", custom_run["config"], "-o", str(tmp_path / "o"),
+        out = [] if "-o" in argv else ["-o", str(tmp_path / "o")]
+        assert run_script("predict.py", [*argv, *weights, "-c", custom_run["config"], *out,
                                          "-u", *custom_run["overrides"]]) == 1, message
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (message, err)

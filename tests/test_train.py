@@ -58,7 +58,8 @@ def test_two_process_ddp_keeps_ranks_identical_with_an_empty_rank(tmp_path):
 def _initial_params():
     import rtdetr_fine
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18_fine.yml"), [
-        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10"])
+        "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10",
+        "postprocessor.num_top_queries=20"])
     torch.manual_seed(0)
     return torch.cat([p.detach().flatten() for p in rtdetr_fine.build_model(cfg).parameters()])
 
@@ -159,7 +160,97 @@ def test_anydepth_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path, c
     for norm in ("backbone.res_layers.0.blocks.0.branch2a.norm", "encoder.lateral_convs.0.norm"):
         assert not torch.equal(state[f"{norm}.weight"], torch.ones_like(state[f"{norm}.weight"])), norm
         assert torch.equal(state[f"{norm}.skip.weight"], torch.ones_like(state[f"{norm}.skip.weight"])), norm
+    other = tmp_path / "other"   # `out` holds a run now: a new run there is refused before --depth is looked at
     assert "decoder=9, but the model has 3 decoder layers" in train_error(
-        tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "decoder=9"], capsys)
-    assert "needs an any-depth config" in train_error(tiny_demo(tmp_path, out, "epochs=1") + ["--depth", "min"],
+        tiny_demo(tmp_path, other, "epochs=1", "anydepth.enabled=true") + ["--depth", "decoder=9"], capsys)
+    assert "needs an any-depth config" in train_error(tiny_demo(tmp_path, other, "epochs=1") + ["--depth", "min"],
                                                       capsys)
+
+
+# ---------------------------------------------------------------- hostile inputs (issue 16)
+
+def test_rerun_without_resume_refuses_and_names_the_ways_on(custom_run, capsys):
+    out, ckpt = custom_run["out_dir"], custom_run["ckpt"]
+    stamp = os.stat(ckpt).st_mtime_ns
+    msg = train_error(["-c", custom_run["config"], "--device", "cpu", "-u", f"output_dir={out}",
+                       *custom_run["overrides"]], capsys)
+    assert msg.count("\n") == 1 and msg.startswith("train.py: error: ")
+    assert f"output_dir {out} already holds a run" in msg
+    assert f"-r {ckpt}" in msg and "--overwrite" in msg
+    assert os.stat(ckpt).st_mtime_ns == stamp                # nothing was touched
+
+
+def test_resuming_a_finished_run_says_so(custom_run, capsys):
+    capsys.readouterr()
+    assert run_script("train.py", ["-c", custom_run["config"], "--device", "cpu", "-r", str(custom_run["ckpt"]),
+                                   "-u", "epochs=1", f"output_dir={custom_run['out_dir']}",
+                                   *custom_run["overrides"]]) == 0
+    out = capsys.readouterr().out
+    assert f"nothing to do: {custom_run['ckpt']} has completed 1 epochs and epochs=1" in out
+    assert "-u epochs=N" in out
+
+
+@pytest.mark.parametrize("override, named", [
+    ("train_dataloader.image_size=100", "train_dataloader.image_size must be a multiple of 32"),
+    ("val_dataloader.image_size=100", "val_dataloader.image_size must be a multiple of 32"),
+    ("epochs=1.5", "epochs must be an integer >= 1"),
+    ("epochs=-1", "epochs must be an integer >= 1"),
+    ("fine.attention=bogus", "override 'fine.attention=bogus': fine.attention must be one of"),
+])
+def test_out_of_range_config_values_stop_before_any_work(tmp_path, capsys, override, named):
+    msg = train_error(["-c", DEMO, "--device", "cpu", "-u", f"output_dir={tmp_path / 'o'}", override], capsys)
+    assert named in msg
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_device_and_checkpoint_are_one_line(tmp_path, capsys):
+    assert "--device 'gpu'" in train_error(["-c", DEMO, "--device", "gpu", "-u", f"output_dir={tmp_path / 'o'}"],
+                                           capsys)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    msg = train_error(["-c", DEMO, "--device", "cpu", "-t", str(empty), "-u", f"output_dir={tmp_path / 'o'}"], capsys)
+    assert f"checkpoint {empty} is empty (0 bytes)" in msg
+
+
+def test_bad_image_in_a_dataloader_worker_is_one_message_naming_it(tmp_path, capsys):
+    paths = make_shapes_dataset(tmp_path / "set", num_train=4, num_val=2, image_size=64, num_classes=3)
+    name = json.loads(open(paths["train_ann_file"]).read())["images"][0]["file_name"]
+    image = os.path.join(paths["train_img_folder"], name)
+    with open(image, "r+b") as f:
+        f.truncate(40)                                       # a truncated download
+    msg = train_error(["-c", DEMO, "--device", "cpu", "-u", "demo.enabled=false", f"output_dir={tmp_path / 'o'}",
+                       f"train_dataloader.dataset.img_folder={paths['train_img_folder']}",
+                       f"train_dataloader.dataset.ann_file={paths['train_ann_file']}",
+                       f"val_dataloader.dataset.img_folder={paths['val_img_folder']}",
+                       f"val_dataloader.dataset.ann_file={paths['val_ann_file']}", "train_dataloader.num_workers=1",
+                       "train_dataloader.batch_size=4", "train_dataloader.image_size=64",
+                       "val_dataloader.image_size=64", "decoder.num_queries=30", "postprocessor.num_top_queries=30",
+                       "epochs=1"], capsys).splitlines()[-1]    # after the progress bar
+    assert msg.startswith("train.py: error: cannot decode image ") and image in msg
+    assert "DataLoader worker" not in msg and "Original Traceback" not in msg
+
+
+def test_ctrl_c_during_a_save_names_the_last_complete_checkpoint_and_stale_temps_go(tmp_path, capsys, monkeypatch):
+    import rtdetr_fine.checkpoint as checkpoint
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / "last.pth.k1ll3d.tmp"                        # left by a save killed in an earlier run
+    stale.write_bytes(b"\0" * 1024)
+    real_save, saves = checkpoint.save_atomic, []
+
+    def save_then_interrupt(obj, path):
+        saves.append(path)
+        if len(saves) == 1 or os.path.basename(path) == "best.pth" and len(saves) == 2:
+            return real_save(obj, path)
+        try:                                                  # Ctrl-C inside torch.save: torch's writer then
+            raise KeyboardInterrupt                           # fails with its own error on the way out
+        except KeyboardInterrupt:
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(checkpoint, "save_atomic", save_then_interrupt)
+    capsys.readouterr()
+    code = run_script("train.py", tiny_demo(tmp_path, out, "epochs=2"))
+    captured = capsys.readouterr()
+    assert code == 130 and "Traceback" not in captured.err
+    assert captured.err.splitlines()[-1] == f"train.py: interrupted; last complete checkpoint: {out / 'last.pth'} (1 epochs)"
+    assert not stale.exists() and "last.pth.k1ll3d.tmp" in captured.out
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 0

@@ -51,10 +51,9 @@ import time
 
 import torch
 
-from rtdetr_fine import deploy
+from rtdetr_fine import cli, deploy
 from rtdetr_fine.anydepth import (benchmark_depths, count_depth_params, depth_spec, depth_tag, is_anydepth,
                                   layout_of, set_depth)
-from rtdetr_fine.config import ConfigError
 from rtdetr_fine.flops import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,7 +67,7 @@ ABLATION = (
 RATIO_KEYS = ("params", "gflops", "eager_ms", "ort_ms")
 
 
-class BenchmarkError(Exception):
+class BenchmarkError(cli.UserError):
     """A user-facing failure (bad argument, config or ONNX file): printed without a traceback."""
 
 
@@ -517,6 +516,7 @@ def run(args, log=print):
     if args.anydepth and (args.ablation or len(args.config) != 1):
         raise BenchmarkError("--anydepth takes one any-depth config: --anydepth -c configs/rtdetr_r50_anydepth.yml")
     onnx_files = parse_onnx_args(args.onnx)
+    cli.check_output_dir(args.out_dir, "--out-dir")   # before the models are built and timed
     torch.set_num_threads(args.threads)
     work_dir = os.path.join(args.out_dir, "onnx")
     os.makedirs(work_dir, exist_ok=True)
@@ -573,14 +573,14 @@ def run(args, log=print):
     return report
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except (BenchmarkError, ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+def work(argv=None):
+    """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
+    run(parse_args(argv))
+
+
+def main(argv=None) -> int:
+    """Exit code 0 on success; a user error is one line on stderr and exit code 1."""
+    return cli.run_main(work, argv, prog="benchmark.py")
 
 
 if __name__ == "__main__":

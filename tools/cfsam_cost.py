@@ -15,6 +15,7 @@ import sys
 import torch
 
 import rtdetr_fine
+from rtdetr_fine import cli
 from rtdetr_fine.flops import count_flops, count_params
 
 CONFIGS = ("configs/ssd300.yml", "configs/ssd300_cfsam.yml", "configs/ssd300_coco.yml",
@@ -46,17 +47,19 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def work(argv=None):
+    """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--configs", nargs="+", default=list(CONFIGS), help="configs to measure")
     args = p.parse_args(argv)
-    try:
-        rows = [measure(c) for c in args.configs]
-    except rtdetr_fine.ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 1
+    rows = [measure(c) for c in args.configs]
     print(markdown(rows))
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit code 0 on success; a user error is one line on stderr and exit code 1."""
+    return cli.run_main(work, argv, prog="cfsam_cost.py")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from rtdetr_fine import cli  # noqa: E402
 from rtdetr_fine.reference import REFERENCE_CURVES, reference_curves  # noqa: E402
 
 LOSS_TERMS = ("train_loss_vfl", "train_loss_bbox", "train_loss_giou")   # the last decoder layer's terms
 
 
-class LogError(Exception):
+class LogError(cli.UserError):
     """A user-facing problem with a log file: printed without a traceback."""
 
 
@@ -99,19 +100,24 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def work(argv=None):
+    """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
     args = parse_args(argv)
-    try:
-        runs = dict(zip(run_labels(args.logs), (read_log(p) for p in args.logs)))
-    except LogError as e:
-        print(f"plot_log.py: {e}", file=sys.stderr)
-        return 1
+    if args.dpi < 1:
+        raise LogError(f"--dpi must be >= 1, got {args.dpi}")
+    cli.check_output_file(args.output, "-o")
+    runs = dict(zip(run_labels(args.logs), (read_log(p) for p in args.logs)))
     fig = plot(runs, args.reference)
     folder = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(folder, exist_ok=True)
     fig.savefig(args.output, dpi=args.dpi)
     print(f"wrote {args.output} ({len(runs)} run(s)" + (f", reference {args.reference})" if args.reference else ")"))
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit code 0 on success; a user error is one line on stderr and exit code 1."""
+    return cli.run_main(work, argv, prog="plot_log.py")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ The same measurement with NVIDIA's trtexec (ships with TensorRT):
 fp32. trtexec reports the GPU compute time, comparable to "latency" here.)
 """
 import argparse
+import os
 import statistics
 import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from rtdetr_fine import cli  # noqa: E402
 
 
 def missing_requirements():
@@ -127,23 +134,32 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def work(argv=None):
+    """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
     args = parse_args(argv)
     reason = missing_requirements()
     if reason:
         print(f"TensorRT benchmark not run: {reason}. The equivalent trtexec command is in this "
               f"script's docstring (python {sys.argv[0]} --help).", file=sys.stderr)
         return 2
+    if args.runs < 1 or args.warmup < 0 or args.batch_size < 1 or args.workspace < 1:
+        raise cli.UserError("--runs, --batch-size and --workspace must be >= 1, --warmup >= 0")
+    if not os.path.isfile(args.onnx):
+        raise FileNotFoundError(f"ONNX file not found: {args.onnx}")
     try:
         _, engine = build_engine(args.onnx, args.fp16, args.batch_size, args.workspace)
         stats = benchmark(engine, args.batch_size, args.runs, args.warmup)
-    except (OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except RuntimeError as e:   # TensorRT's build / runtime failures: one line, as the other errors
+        raise cli.UserError(str(e)) from None
     print(f"{args.onnx}: {'fp16' if args.fp16 else 'fp32'}, batch {stats['batch_size']}: "
           f"median {stats['median_ms']:.3f} ms, mean {stats['mean_ms']:.3f} ms, min {stats['min_ms']:.3f} ms, "
           f"{stats['fps']:.1f} FPS over {stats['runs']} runs")
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit code 0 on success; a user error is one line on stderr and exit code 1."""
+    return cli.run_main(work, argv, prog="trt_benchmark.py")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ if ROOT not in sys.path:
 import torch  # noqa: E402
 
 import rtdetr_fine  # noqa: E402
+from rtdetr_fine import cli  # noqa: E402
 from rtdetr_fine.checkpoint import load_weights  # noqa: E402
 from rtdetr_fine.classes import apply_class_set, inference_class_set  # noqa: E402
 from rtdetr_fine.config import ConfigError  # noqa: E402
@@ -35,7 +36,7 @@ from rtdetr_fine.data import build_val_image_transform  # noqa: E402
 from rtdetr_fine.data.image_io import load_rgb_image  # noqa: E402
 
 
-class VisualizeError(Exception):
+class VisualizeError(cli.UserError):
     """A user-facing failure: printed without a traceback."""
 
 
@@ -136,6 +137,9 @@ def run(args, log=print):
             raise VisualizeError(f"{what} not found: {path}")
     if args.channels < 0:
         raise VisualizeError(f"--channels must be >= 0, got {args.channels}")
+    if args.dpi < 1:
+        raise VisualizeError(f"--dpi must be >= 1, got {args.dpi}")
+    cli.check_output_file(args.output, "-o")   # before the model runs
     try:
         cfg = rtdetr_fine.load_config(args.config, args.update)
     except ConfigError as e:
@@ -167,14 +171,14 @@ def run(args, log=print):
     return maps
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    try:
-        run(args)
-    except VisualizeError as e:
-        print(f"visualize_fine.py: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+def work(argv=None):
+    """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
+    run(parse_args(argv))
+
+
+def main(argv=None) -> int:
+    """Exit code 0 on success; a user error is one line on stderr and exit code 1."""
+    return cli.run_main(work, argv, prog="visualize_fine.py")
 
 
 if __name__ == "__main__":

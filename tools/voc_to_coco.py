@@ -18,6 +18,12 @@ import os
 import sys
 import xml.etree.ElementTree as ET
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from rtdetr_fine import cli  # noqa: E402
+
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
                "tvmonitor")
@@ -85,25 +91,24 @@ def convert(root: str, sets: list[str]) -> dict:
             "annotations": annotations, "categories": categories}
 
 
-def main(argv=None) -> int:
+def work(argv=None):
+    """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("root", help="VOCdevkit folder (holding VOC2007/, VOC2012/)")
     p.add_argument("--sets", nargs="+", required=True, metavar="YEAR/SPLIT", help="e.g. 2007/trainval 2012/trainval")
     p.add_argument("-o", "--output", required=True, help="COCO-format JSON to write")
     args = p.parse_args(argv)
-    try:
-        coco = convert(args.root, args.sets)
-    except VOCFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tmp = f"{args.output}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(coco, f)
-    os.replace(tmp, args.output)
+    cli.check_output_file(args.output, "-o")   # before reading thousands of XML files
+    coco = convert(args.root, args.sets)
+    cli.write_text_atomic(args.output, json.dumps(coco))
     print(f"{args.output}: {len(coco['images'])} images, {len(coco['annotations'])} objects "
           f"({sum(a['iscrowd'] for a in coco['annotations'])} difficult -> iscrowd)")
     return 0
+
+
+def main(argv=None) -> int:
+    """Exit code 0 on success; a user error is one line on stderr and exit code 1."""
+    return cli.run_main(work, argv, prog="voc_to_coco.py")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def read_coco_json(ann_file):
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CocoFormatError(f"{ann_file}: not a valid JSON file ({e})") from e
+    except OSError as e:
+        raise OSError(f"cannot read annotation file {ann_file}: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise CocoFormatError(f"{ann_file}: top level must be a JSON object, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):

@@ -68,6 +68,8 @@ def test_missing_and_malformed_logs_are_named(tmp_path, capsys):
         assert plot_log.main([*logs, "-o", str(tmp_path / "x.png")]) == 1       # an exit code, no exception
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+    assert plot_log.main([str(bad), "-o", str(tmp_path)]) == 1                   # -o a folder: before reading
+    assert f"-o {str(tmp_path)!r} is a directory" in capsys.readouterr().err
     empty = write_log(tmp_path / "empty" / "log.txt", [])
     with pytest.raises(plot_log.LogError, match="no epoch records"):
         plot_log.read_log(str(empty))

@@ -1,0 +1,201 @@
+"""The command-line boundary of train.py, eval.py, export_onnx.py, predict.py and tools/*.py.
+
+Each entry point ends with `sys.exit(cli.run_main(main))`. What reaches the user:
+
+  * a user error (bad config value, data, checkpoint, path; package code raises ValueError,
+    OSError and their subclasses with messages naming the file / key): `PROG: error: MESSAGE`
+    on stderr, exit code 1;
+  * an error raised inside a DataLoader worker: the same, with the worker's own message (torch
+    wraps it in "Caught X in DataLoader worker process N. Original Traceback ...");
+  * Ctrl-C (also when it lands inside a save and torch raises its own error on the way out):
+    `PROG: interrupted; STATUS` (e.g. the last complete checkpoint), exit code 130;
+  * a programming error: Python's traceback, as always. RTDETR_TRACEBACK=1 in the environment
+    shows the traceback of user errors too.
+
+Output paths are checked before any work starts (check_output_file / check_output_dir), so a
+typo in `-o` fails in a second, not after an hour of evaluation.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from typing import Callable
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130   # the shell's convention for SIGINT
+
+_status = None   # what an interruption leaves behind, set by the running entry point (see set_status)
+
+
+class UserError(Exception):
+    """A user-facing failure of a command line (bad argument, missing input): printed as one line."""
+
+
+def set_status(text: str | None) -> None:
+    """What `PROG: interrupted; ...` says if Ctrl-C comes now (e.g. train.py's last complete checkpoint)."""
+    global _status
+    _status = text
+
+
+def run_main(main: Callable, argv=None, prog: str | None = None) -> int:
+    """Call main(argv) behind the boundary described above; returns the exit code (main's own if it
+    returns an int, else 0). SystemExit passes through unchanged."""
+    prog = prog or os.path.basename(sys.argv[0] or "rtdetr_fine")
+    set_status(None)
+    try:
+        result = main(argv)
+    except KeyboardInterrupt:
+        return _interrupted(prog)
+    except Exception as e:  # noqa: BLE001 - sorted below: user errors become one line, the rest re-raised
+        if _caused_by_interrupt(e):
+            return _interrupted(prog)
+        message = user_message(e)
+        if message is None or os.environ.get("RTDETR_TRACEBACK"):
+            raise
+        _close_progress_bars()
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def _close_progress_bars() -> None:
+    """End an open tqdm bar's line, so the message starts on a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
+def _interrupted(prog: str) -> int:
+    _close_progress_bars()
+    print(f"{prog}: interrupted" + (f"; {_status}" if _status else ""), file=sys.stderr, flush=True)
+    return EXIT_INTERRUPTED
+
+
+def _caused_by_interrupt(error: BaseException) -> bool:
+    """True when a KeyboardInterrupt is in the exception's chain (e.g. torch.save's writer raising
+    its own RuntimeError while a Ctrl-C unwinds through it, or a DataLoader worker killed by it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def user_message(error: BaseException) -> str | None:
+    """The one-message form of a user error, or None for a programming error (keeps its traceback)."""
+    import torch
+    from .engine import NonFiniteLossError
+    wrapped = _worker_exception_name(str(error)) is not None
+    text = unwrap_worker_error(str(error))
+    if isinstance(error, torch.OutOfMemoryError):
+        first = text.splitlines()[0] if text else "out of memory"
+        return (f"{first} -- lower train_dataloader.batch_size / val_dataloader.batch_size, the image size, "
+                "or use --amp on CUDA")
+    if isinstance(error, RuntimeError) and not isinstance(error, NonFiniteLossError):
+        if re.match(r"DataLoader worker \(pid", text):
+            return (f"{text.splitlines()[0]} (the machine may be out of memory, or a worker crashed: rerun "
+                    "with -u train_dataloader.num_workers=0 val_dataloader.num_workers=0 to see the error)")
+        if wrapped:   # a worker's user error that torch could not re-raise as its own type
+            return text if _worker_exception_name(str(error)) in _USER_ERROR_NAMES else None
+        return None
+    if isinstance(error, (UserError, ValueError, OSError, ImportError, NonFiniteLossError)):
+        return text or type(error).__name__
+    return None
+
+
+_USER_ERROR_NAMES = {"ValueError", "OSError", "FileNotFoundError", "PermissionError", "IsADirectoryError",
+                     "NotADirectoryError", "CocoFormatError", "ConfigError", "DataPathError", "UnicodeDecodeError"}
+
+
+def _worker_exception_name(text: str) -> str | None:
+    match = re.match(r"Caught (\w+) in DataLoader worker process", text)
+    return match.group(1) if match else None
+
+
+def unwrap_worker_error(text: str) -> str:
+    """torch's "Caught X in DataLoader worker process N.\\nOriginal Traceback ...\\nX: message"
+    -> "message" (the worker's own, which names the image / annotation); other text unchanged."""
+    if _worker_exception_name(text) is None or "Original Traceback" not in text:
+        return text
+    lines = text.rstrip("\n").splitlines()
+    last_tb = max(i for i, line in enumerate(lines) if line.endswith("Traceback (most recent call last):"))
+    for i in range(last_tb + 1, len(lines)):
+        line = lines[i]
+        if line and not line[0].isspace():   # frames are indented; the exception line is not
+            head, sep, rest = line.partition(": ")
+            first = rest if sep and re.fullmatch(r"[\w.]+", head) else line
+            return "\n".join([first, *lines[i + 1:]])
+    return text
+
+
+# ---------------------------------------------------------------- output paths, checked before work
+
+def check_output_file(path: str, what: str = "output file") -> str:
+    """Fail now (OSError naming `path`) unless a file can be written at `path`: not a directory,
+    its folder is a folder (or can be made in one) and writable, an existing file is writable.
+    Creates nothing. Returns the path."""
+    if not path or path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a directory; give a file name inside it")
+    if os.path.lexists(path):
+        if not os.path.isfile(path) and not os.path.exists(path):
+            raise OSError(f"{what} {path}: a broken symbolic link")
+        if os.path.isfile(path) and not os.access(path, os.W_OK):
+            raise PermissionError(f"cannot write {what} {path}: the file is read-only")
+    _check_creatable_folder(os.path.dirname(os.path.abspath(path)), f"{what} {path}")
+    return path
+
+
+def check_output_dir(path: str, what: str = "output folder") -> str:
+    """Fail now (OSError naming `path`) unless `path` is, or can be created as, a writable folder.
+    Creates nothing. Returns the path."""
+    if not path:
+        raise ValueError(f"{what}: empty path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{what} {path} is a file, not a folder")
+    _check_creatable_folder(os.path.abspath(path), f"{what} {path}")
+    return path
+
+
+def _check_creatable_folder(folder: str, what: str) -> None:
+    """The nearest existing ancestor of `folder` must be a folder we can create files in."""
+    existing = folder
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(f"cannot write {what}: {existing} is a file, not a folder")
+    try:   # a real probe: os.access says yes to root on read-only mounts and /sys
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise PermissionError(f"cannot write {what}: folder {existing} is not writable "
+                              f"({e.strerror or e})") from None
+
+
+def prepare_output_file(path: str, what: str = "output file") -> str:
+    """check_output_file, then create the file's folder (for writing right away)."""
+    check_output_file(path, what)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write `text` to a temp file next to `path`, then rename it over `path`: an interrupted or
+    failed write leaves the previous file (or none), never a half-written one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
