@@ -2,10 +2,14 @@
 
 For each config: parameters, GFLOPs, latency in PyTorch eager and in onnxruntime
 (batch 1, deploy mode, CPU), and the peak memory increase of one inference;
-ratios against the first config. Writes benchmark.json, benchmark.md and
-benchmark.png to --out-dir.
+ratios against the first config of the same detector family (RT-DETR rows against the
+first RT-DETR config, SSD300 rows against the first SSD300 config). Each config runs at
+its own input size, its `val_dataloader.image_size` (640 for the RT-DETR configs, 300 for
+SSD300), unless --input-size gives one size for all. Writes benchmark.json, benchmark.md
+and benchmark.png to --out-dir.
 
     python tools/benchmark.py --ablation                     # baseline R18 + the three FINE modes
+    python tools/benchmark.py --compare --runs 100           # + CFSAM; SSD300 (+ CFSAM); next to the papers
     python tools/benchmark.py -c configs/rtdetr_r18.yml configs/rtdetr_r18_fine.yml --runs 50
     python tools/benchmark.py --ablation --input-size 320 --runs 3 --out-dir /tmp/bench
     python tools/benchmark.py -c configs/rtdetr_r18.yml --onnx official=official_r18.onnx --runs 100
@@ -14,6 +18,11 @@ benchmark.png to --out-dir.
 --anydepth times one any-depth config at the depths of anydepth.benchmark_depths (full, each
 backbone stage skipped alone, the neck skipped alone, all skips, min), all copies of one built
 model, each exported with only the layers it runs; the plot is latency vs GFLOPs, a point per depth.
+
+--compare times, in one run, RT-DETR R18, + FINE (each attention mode), + CFSAM at 640 and
+SSD300, SSD300 + CFSAM at 300 (the VOC configs, as the paper's table), and puts the papers' figures
+next to ours: the FINE paper's Table 3 (Jetson Orin Nano, TensorRT) for the RT-DETR rows,
+the CFSAM paper's Table 4 (VOC, GPU) for the SSD300 rows; see PAPER_FIGURES.
 
 --onnx adds ONNX files exported elsewhere with the same interface (inputs `images`,
 `orig_target_sizes`), e.g. the official RT-DETR's tools/export_onnx.py output: they
@@ -54,6 +63,7 @@ import torch
 from rtdetr_fine import cli, deploy
 from rtdetr_fine.anydepth import (benchmark_depths, count_depth_params, depth_spec, depth_tag, is_anydepth,
                                   layout_of, set_depth)
+from rtdetr_fine.config import load_config
 from rtdetr_fine.flops import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +74,40 @@ ABLATION = (
     ("linear", "configs/ablation/rtdetr_r18_fine_linear.yml"),
     ("linear_bottleneck", "configs/ablation/rtdetr_r18_fine_linear_bottleneck.yml"),
 )
+# --compare: one run over both detector families; each row's ratios are against its family's first row.
+COMPARE = (
+    ("R18", "configs/rtdetr_r18.yml"),
+    ("R18 + FINE quadratic", "configs/ablation/rtdetr_r18_fine_quadratic.yml"),
+    ("R18 + FINE linear", "configs/ablation/rtdetr_r18_fine_linear.yml"),
+    ("R18 + FINE linear+bottleneck", "configs/ablation/rtdetr_r18_fine_linear_bottleneck.yml"),
+    ("R18 + CFSAM", "configs/rtdetr_r18_cfsam.yml"),
+    ("SSD300", "configs/ssd300.yml"),
+    ("SSD300 + CFSAM", "configs/ssd300_cfsam.yml"),
+)
+FINE_TABLE_3 = "FINE paper, Table 3 (RT-DETR R18, 640 px, TensorRT 10.7 on a Jetson Orin Nano)"
+CFSAM_TABLE_4 = "CFSAM paper, Table 4 (SSD300 on VOC, 300 px, GPU: RTX 3090)"
+# The papers' figures for the --compare rows, as printed: the FINE rows give "+" figures on top of
+# R18 (added here; the +1.6M parameters are one cell for all three modes), memory is TensorRT's in MB.
+# The CFSAM paper gives FPS (latency here = 1000 / FPS) and "GFLOPs" that are multiply-accumulates
+# (torchvision's SSD300 has its 26.29M parameters and exactly 31.37 G MAC: README, "CFSAM and SSD300"),
+# so they are compared by their ratio only. R18 + CFSAM is our combination: no paper figures.
+PAPER_FIGURES = {
+    "R18": {"source": FINE_TABLE_3, "params_m": 20.2, "gflops": 61.74, "flops_unit": "2 x MAC",
+            "latency_ms": 14.22, "fps": 71, "memory_mb": 63.03},
+    "R18 + FINE quadratic": {"source": FINE_TABLE_3, "params_m": 20.2 + 1.6, "gflops": 61.74 + 22.2,
+                             "flops_unit": "2 x MAC", "latency_ms": 27.81, "fps": 36, "memory_mb": 63.03 + 280.92},
+    "R18 + FINE linear": {"source": FINE_TABLE_3, "params_m": 20.2 + 1.6, "gflops": 61.74 + 11.4,
+                          "flops_unit": "2 x MAC", "latency_ms": 18.69, "fps": 55, "memory_mb": 63.03 + 5.86},
+    "R18 + FINE linear+bottleneck": {"source": FINE_TABLE_3, "params_m": 20.2 + 1.6, "gflops": 61.74 + 1.3,
+                                     "flops_unit": "2 x MAC", "latency_ms": 15.07, "fps": 68,
+                                     "memory_mb": 63.03 + 3.12},
+    "SSD300": {"source": CFSAM_TABLE_4, "params_m": 26.29, "gflops": 31.37, "flops_unit": "MAC",
+               "latency_ms": 1000 / 38, "fps": 38, "memory_mb": None},
+    "SSD300 + CFSAM": {"source": CFSAM_TABLE_4, "params_m": 45.16, "gflops": 45.22, "flops_unit": "MAC",
+                       "latency_ms": 1000 / 57, "fps": 57, "memory_mb": None},
+}
 RATIO_KEYS = ("params", "gflops", "eager_ms", "ort_ms")
+PAPER_RATIO_KEYS = ("params_m", "gflops", "latency_ms", "memory_mb")
 
 
 class BenchmarkError(cli.UserError):
@@ -224,14 +267,21 @@ class Candidate:
     a copy of one model, set to its depth).
     """
 
-    def __init__(self, name, config, overrides, height, width, threads, work_dir, model=None):
+    def __init__(self, name, config, overrides, size, threads, work_dir, model=None):
+        """size: (height, width), or None for the config's val_dataloader.image_size."""
         self.name, self.config = name, config
         self.model = model or deploy.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
+        height, width = size or square(self.model.image_size)
+        try:   # SSD300 takes any size (>= 268 px), RT-DETR multiples of 32
+            deploy.check_input_size(height, width, deploy.size_divisibility(self.model.model))
+        except ValueError as e:
+            raise BenchmarkError(f"{name}: {e}") from None
         self.images, self.sizes = deploy.example_inputs(1, height, width)
-        self.onnx_path = os.path.join(work_dir, f"{name}.onnx")
+        self.onnx_path = os.path.join(work_dir, f"{safe_name(name)}.onnx")
         self.threads = threads
         self.session = None
-        self.result = {"name": name, "config": config}
+        self.result = {"name": name, "config": config, "family": load_config(config, overrides)["detector"],
+                       "input_size": [height, width]}
 
     def count(self):
         """Cold first inference (memory), then params and FLOPs of the detector."""
@@ -284,7 +334,8 @@ class OnnxFile:
             except Exception as e:
                 raise BenchmarkError(f"--onnx {name}={path}: does not run on a 1x3x{height}x{width} "
                                               f"input: {e}") from None
-        self.result = {"name": name, "config": None, "onnx": os.path.abspath(path), "params": None,
+        self.result = {"name": name, "config": None, "family": None, "input_size": [height, width],
+                       "onnx": os.path.abspath(path), "params": None,
                        "gflops": None, "eager_ms": None, "eager_min_ms": None, "eager_peak_mib": None,
                        "eager_contended": False, "ort_peak_mib": mem.mib}
 
@@ -293,12 +344,35 @@ class OnnxFile:
 
 # ----------------------------------------------------------------------------- reporting
 
+def reference_indices(results):
+    """Index of each result's reference: the first result of its detector family (`family`: rtdetr,
+    ssd300); results without one (--onnx files) are compared with the first result."""
+    first = {}
+    for i, r in enumerate(results):
+        if r.get("family"):
+            first.setdefault(r["family"], i)
+    return [first.get(r.get("family"), 0) for r in results]
+
+
 def add_ratios(results):
-    """ratios[k] = value / the first result's value, for params, GFLOPs and latencies."""
-    reference = results[0]
-    for r in results:
+    """ratios[k] = value / its reference's value (reference_indices), for params, GFLOPs and latencies."""
+    for r, i in zip(results, reference_indices(results)):
+        reference = results[i]
         r["ratios"] = {k: r[k] / reference[k] for k in RATIO_KEYS if r.get(k) and reference.get(k)}
         r["ratios"]["reference"] = reference["name"]
+    return results
+
+
+def add_paper_figures(results):
+    """`paper`: PAPER_FIGURES of the rows named there, with their ratios to the figures of the
+    row's reference (the same reference as ours: both families have their baseline in the paper)."""
+    for r, i in zip(results, reference_indices(results)):
+        figures = PAPER_FIGURES.get(r["name"])
+        if figures is None:
+            continue
+        reference = PAPER_FIGURES.get(results[i]["name"], {})
+        r["paper"] = dict(figures, ratios={k: figures[k] / reference[k] for k in PAPER_RATIO_KEYS
+                                           if figures.get(k) and reference.get(k)})
     return results
 
 
@@ -323,45 +397,82 @@ def _cell(r, key, spec, scale=1.0):
     return f"{text} (x{ratio:.3f}" + ("" if paired is None else f", paired x{paired:.3f}") + ")"
 
 
+def _input_text(settings):
+    if settings["input_size"] is None:
+        return "Input: each config's val_dataloader.image_size (column 'input')"
+    return f"Input {settings['input_size'][0]}x{settings['input_size'][1]}"
+
+
+def _paper_cells(r):
+    """The paper columns of a row: params, GFLOPs, latency and memory, each with its ratio."""
+    paper = r.get("paper")
+    if paper is None:
+        return ["–"] * 4
+    cells = []
+    for key, spec, unit in (("params_m", ".2f", ""), ("gflops", ".2f", f" ({paper['flops_unit']})"),
+                            ("latency_ms", ".2f", f" ({paper['fps']} FPS)"), ("memory_mb", ".2f", "")):
+        if paper.get(key) is None:
+            cells.append("–")
+            continue
+        ratio = paper["ratios"].get(key)
+        cells.append(f"{paper[key]:{spec}}{unit}" + ("" if ratio is None or r["name"] == r["ratios"]["reference"]
+                                                     else f" (x{ratio:.3f})"))
+    return cells
+
+
 def markdown_table(report):
     s = report["settings"]
+    results = report["results"]
+    references = sorted({r["ratios"]["reference"] for r in results}, key=[r["name"] for r in results].index)
+    with_paper = any("paper" in r for r in results)
     lines = [
-        f"Input {s['input_size'][0]}x{s['input_size'][1]}, batch 1, {s['threads']} threads (torch and onnxruntime), "
+        f"{_input_text(s)}, batch 1, {s['threads']} threads (torch and onnxruntime), "
         f"median of {s['runs']} runs after {s['warmup']} warm-up, in blocks of {s['block']} per model; "
         f"CPU: {s['cpu']}; "
         f"load average before/after: {s['load_before']:.2f}/{s['load_after']:.2f}; latencies are medians over "
         f"runs without other CPU load (* = too few such runs, median over all). "
-        f"Ratios vs {report['results'][0]['name']}: ratio of medians, and 'paired': median over blocks of "
+        f"Ratios vs {' / '.join(references)} (the first row of each detector family): ratio of medians, and "
+        f"'paired': median over blocks of "
         f"(block median / mean of the reference's blocks just before and after), which follows drifts in "
         f"machine speed. Memory: {s['memory_note']}",
-        *([f"Depths of {report['results'][0]['config']}: bXXXX = skip flags of backbone stages res2..res5, "
+        *([f"Depths of {results[0]['config']}: bXXXX = skip flags of backbone stages res2..res5, "
            "nN = neck skip, dN = decoder layers run (specs in benchmark.json); params = those the depth runs."]
           if s.get("anydepth") else []),
+        *(["Paper columns: " + "; ".join(sorted({r["paper"]["source"] for r in results if "paper" in r}))
+           + ". Their ratios are against the same baseline row as ours; the CFSAM paper's \"GFLOPs\" are "
+             "multiply-accumulates and its latency is 1000 / FPS; the papers' memory is TensorRT's, not "
+             "a process's peak RSS; R18 + CFSAM is not in either paper."] if with_paper else []),
         "",
-        "| model | params (M) | GFLOPs | PyTorch eager (ms) | onnxruntime (ms) | eager peak +MiB | ORT peak +MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| model | input | params (M) | GFLOPs | PyTorch eager (ms) | onnxruntime (ms) | eager peak +MiB | ORT peak +MiB |"
+        + (" paper: params (M) | paper: GFLOPs | paper: latency (ms) | paper: memory (MB) |" if with_paper else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|---|---|---|" if with_paper else ""),
     ]
-    for r in report["results"]:
+    for r in results:
         lines.append(
-            f"| {r['name']} | {_cell(r, 'params', '.2f', 1e6)} | {_cell(r, 'gflops', '.2f')} "
+            f"| {r['name']} | {r['input_size'][0]}x{r['input_size'][1]} | {_cell(r, 'params', '.2f', 1e6)} "
+            f"| {_cell(r, 'gflops', '.2f')} "
             f"| {_cell(r, 'eager_ms', '.1f')} | {_cell(r, 'ort_ms', '.1f')} "
-            f"| {_fmt(r['eager_peak_mib'], '.0f')} | {_fmt(r['ort_peak_mib'], '.0f')} |")
+            f"| {_fmt(r['eager_peak_mib'], '.0f')} | {_fmt(r['ort_peak_mib'], '.0f')} |"
+            + ("".join(f" {c} |" for c in _paper_cells(r)) if with_paper else ""))
     return "\n".join(lines) + "\n"
 
 
 def plot(report, path):
-    """Bar charts of GFLOPs and the two latencies, one bar per model."""
+    """Bar charts of GFLOPs and the two latencies, one bar per model (grey: a family's reference);
+    with paper figures, a fourth panel: latency ratio to the reference, ours (onnxruntime) vs the paper's."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     results = report["results"]
     names = [r["name"] for r in results]
-    panels = (("gflops", "GFLOPs"), ("eager_ms", "PyTorch eager (ms)"), ("ort_ms", "onnxruntime (ms)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    panels = [("gflops", "GFLOPs"), ("eager_ms", "PyTorch eager (ms)"), ("ort_ms", "onnxruntime (ms)")]
+    with_paper = any("paper" in r for r in results)
+    fig, axes = plt.subplots(1, len(panels) + with_paper, figsize=(4.2 * (len(panels) + with_paper), 3.8))
     for ax, (key, title) in zip(axes, panels):
         values = [r[key] or 0.0 for r in results]  # n/a (external ONNX files) drawn as no bar
-        colors = ["0.6"] + ["tab:blue" if r.get("config") else "tab:orange" for r in results[1:]]
-        bars = ax.bar(range(len(names)), values, color=colors)  # grey: reference, orange: --onnx files
+        colors = ["0.6" if r["name"] == r["ratios"]["reference"] else "tab:blue" if r.get("config")
+                  else "tab:orange" for r in results]  # grey: references, orange: --onnx files
+        bars = ax.bar(range(len(names)), values, color=colors)
         for bar, r in zip(bars, results):
             if key in r["ratios"]:
                 ax.annotate(f"x{r['ratios'][key]:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -369,8 +480,19 @@ def plot(report, path):
         ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
         ax.set_title(title)
         ax.set_ylim(0, 1.15 * max(values + [1e-9]))
+    if with_paper:
+        ax, x = axes[-1], range(len(names))
+        ours = [r["ratios"].get("ort_ms", 0.0) for r in results]
+        paper = [r.get("paper", {}).get("ratios", {}).get("latency_ms", 0.0) for r in results]
+        ax.bar([i - 0.2 for i in x], ours, width=0.4, label="ours, onnxruntime (CPU)", color="tab:blue")
+        ax.bar([i + 0.2 for i in x], paper, width=0.4, label="paper (GPU)", color="tab:green")
+        ax.axhline(1.0, color="0.5", lw=0.8)
+        ax.set_xticks(list(x), names, rotation=20, ha="right", fontsize=8)
+        ax.set_title("latency / own baseline")
+        ax.legend(fontsize=7)
     s = report["settings"]
-    fig.suptitle(f"{s['input_size'][0]}x{s['input_size'][1]}, batch 1, {s['threads']} threads, CPU")
+    size = "input per config" if s["input_size"] is None else f"{s['input_size'][0]}x{s['input_size'][1]}"
+    fig.suptitle(f"{size}, batch 1, {s['threads']} threads, CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -394,8 +516,9 @@ def plot_depths(report, path):
     ax.set_ylabel("latency (ms)")
     ax.legend()
     s = report["settings"]
+    height, width = results[0]["input_size"]
     ax.set_title(f"{os.path.basename(results[0]['config'])}: one point per depth, "
-                 f"{s['input_size'][0]}x{s['input_size'][1]}, {s['threads']} threads, CPU", fontsize=9)
+                 f"{height}x{width}, {s['threads']} threads, CPU", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -421,11 +544,15 @@ def parse_args(argv=None):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("-c", "--config", nargs="+", help="config(s); ratios are against the first")
     what.add_argument("--ablation", action="store_true", help="baseline R18 + FINE quadratic/linear/linear_bottleneck")
+    what.add_argument("--compare", action="store_true",
+                      help="R18, + FINE (each mode), + CFSAM at 640; SSD300, SSD300 + CFSAM at 300; ratios to each "
+                           "family's baseline, next to the papers' figures (FINE Table 3, CFSAM Table 4)")
     p.add_argument("--anydepth", action="store_true",
                    help="with -c CONFIG (one any-depth config): a row per depth (full, each backbone stage skipped "
                         "alone, neck skipped alone, all skips, min); plot: latency vs GFLOPs")
     p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides for every config, key=value")
-    p.add_argument("--input-size", type=int, nargs="+", default=[640], metavar="S", help="S or H W (default 640)")
+    p.add_argument("--input-size", type=int, nargs="+", metavar="S",
+                   help="S or H W for every config (default: each config's val_dataloader.image_size)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and runtime (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
     p.add_argument("--block", type=int, default=5,
@@ -440,15 +567,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def square(size):
+    """An image_size config value (S or [H, W]) -> (height, width)."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def safe_name(name):
+    """A row name as a file name ('R18 + FINE linear' -> 'R18_+_FINE_linear')."""
+    return "".join(c if c.isalnum() or c in "+-_." else "_" for c in name)
+
+
 def input_hw(sizes):
-    """--input-size values -> (height, width), validated."""
+    """--input-size values -> (height, width), or None (each config's own size). Each model checks
+    that the size suits it (RT-DETR: multiples of 32)."""
+    if sizes is None:
+        return None
     if len(sizes) not in (1, 2):
         raise BenchmarkError(f"--input-size takes S or H W, got {sizes}")
     height, width = (sizes[0], sizes[0]) if len(sizes) == 1 else sizes
-    try:
-        deploy.check_input_size(height, width)
-    except ValueError as e:
-        raise BenchmarkError(f"--input-size: {e}") from None
+    if height <= 0 or width <= 0:
+        raise BenchmarkError(f"--input-size: the input size must be positive, got {height}x{width}")
     return height, width
 
 
@@ -469,8 +607,8 @@ def parse_onnx_args(items):
 
 def candidates_from(args):
     """[(name, config path)] to benchmark; config paths are resolved against the repo root too."""
-    if args.ablation:
-        return [(name, os.path.join(ROOT, path)) for name, path in ABLATION]
+    if args.ablation or args.compare:
+        return [(name, os.path.join(ROOT, path)) for name, path in (ABLATION if args.ablation else COMPARE)]
     out, seen = [], set()
     for path in args.config:
         if not os.path.isfile(path) and os.path.isfile(os.path.join(ROOT, path)):
@@ -499,18 +637,20 @@ def anydepth_candidates(config, overrides):
 
 def record_latencies(models, runtime, args):
     """Time `runtime` ("eager" or "ort") of the models in blocks; adds <runtime>_ms, _min_ms,
-    _quiet_runs, _contended and _paired_ratio (against the first model) to their results."""
+    _quiet_runs, _contended and _paired_ratio (against the model's reference, reference_indices; it
+    comes earlier in the order, as paired_ratio needs) to their results."""
     timed = time_in_blocks([getattr(m, f"run_{runtime}") for m in models], args.runs, args.warmup, args.block)
-    for m, samples in zip(models, timed):
+    references = reference_indices([m.result for m in models])
+    for m, samples, reference in zip(models, timed, references):
         stats = latency_stats(samples)
         m.result.update({f"{runtime}_ms": stats["median_ms"], f"{runtime}_min_ms": stats["min_ms"],
                          f"{runtime}_quiet_runs": stats["quiet_runs"], f"{runtime}_contended": stats["contended"],
-                         f"{runtime}_paired_ratio": paired_ratio(timed[0], samples)})
+                         f"{runtime}_paired_ratio": paired_ratio(timed[reference], samples)})
 
 
 def run(args, log=print):
     """Benchmark and write the outputs; returns the report dict."""
-    height, width = input_hw(args.input_size)
+    size = input_hw(args.input_size)
     if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.block < 1:
         raise BenchmarkError("--runs, --threads and --block must be >= 1, --warmup >= 0")
     if args.anydepth and (args.ablation or len(args.config) != 1):
@@ -531,7 +671,7 @@ def run(args, log=print):
         todo = [(name, config, None, None) for name, config in candidates_from(args)]
     for name, config, model, depth in todo:
         log(f"[{name}] build, count, export ({config}{', depth ' + depth if depth else ''})")
-        candidate = Candidate(name, config, args.update, height, width, args.threads, work_dir, model)
+        candidate = Candidate(name, config, args.update, size, args.threads, work_dir, model)
         if depth:
             candidate.result["depth"] = depth
         candidate.count()
@@ -540,7 +680,7 @@ def run(args, log=print):
 
     for name, path in onnx_files:
         log(f"[{name}] onnxruntime session for {path}")
-        models.append(OnnxFile(name, path, height, width, args.threads))
+        models.append(OnnxFile(name, path, *(size or models[0].result["input_size"]), args.threads))
     exported = [m for m in models if isinstance(m, Candidate)]
 
     if args.no_eager:
@@ -556,7 +696,7 @@ def run(args, log=print):
     import onnxruntime
     report = {
         "settings": {
-            "input_size": [height, width], "batch_size": 1, "threads": args.threads, "runs": args.runs,
+            "input_size": list(size) if size else None, "batch_size": 1, "threads": args.threads, "runs": args.runs,
             "anydepth": args.anydepth,
             "warmup": args.warmup, "block": args.block, "cpu": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
@@ -565,7 +705,7 @@ def run(args, log=print):
             "memory_note": "peak RSS increase (VmHWM) over the first eager inference, and over ORT "
                            "session creation + first run",
         },
-        "results": add_ratios([m.result for m in models]),
+        "results": add_paper_figures(add_ratios([m.result for m in models])),
     }
     paths = write_outputs(report, args.out_dir)
     log(markdown_table(report))

@@ -47,7 +47,7 @@ def test_writes_json_markdown_and_png(report):
     assert data["results"][0]["ratios"]["gflops"] == 1.0
     table = (report / "benchmark.md").read_text()
     assert "| linear_bottleneck |" in table and "onnxruntime (ms)" in table and "2 threads" in table
-    assert "| external | n/a | n/a | n/a |" in table
+    assert "| external | 160x160 | n/a | n/a | n/a |" in table
     assert (report / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -141,3 +141,79 @@ def test_anydepth_times_every_benchmark_depth_of_one_model(tmp_path):
     assert "bXXXX = skip flags" in (tmp_path / "benchmark.md").read_text()
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert benchmark.main(["--anydepth", "-c", "configs/rtdetr_r18.yml", "--out-dir", str(tmp_path)]) == 1
+
+
+def test_ratios_are_against_the_first_row_of_each_family_and_paper_figures_against_theirs():
+    rows = [{"name": "R18", "family": "rtdetr", "params": 20e6, "gflops": 60.0, "eager_ms": None, "ort_ms": 100.0},
+            {"name": "R18 + FINE linear", "family": "rtdetr", "params": 21e6, "gflops": 66.0, "ort_ms": 120.0},
+            {"name": "SSD300", "family": "ssd300", "params": 26e6, "gflops": 63.0, "ort_ms": 200.0},
+            {"name": "SSD300 + CFSAM", "family": "ssd300", "params": 45e6, "gflops": 90.0, "ort_ms": 250.0},
+            {"name": "external", "family": None, "params": None, "gflops": None, "ort_ms": 110.0}]
+    assert benchmark.reference_indices(rows) == [0, 0, 2, 2, 0]
+    results = benchmark.add_paper_figures(benchmark.add_ratios(rows))
+    by_name = {r["name"]: r for r in results}
+    assert by_name["SSD300 + CFSAM"]["ratios"] == pytest.approx(
+        {"params": 45 / 26, "gflops": 90 / 63, "ort_ms": 1.25, "reference": "SSD300"})
+    assert by_name["R18 + FINE linear"]["ratios"]["ort_ms"] == pytest.approx(1.2)
+    assert by_name["external"]["ratios"] == pytest.approx({"ort_ms": 1.1, "reference": "R18"})
+    # the papers' ratios: CFSAM Table 4 (38 -> 57 FPS, 31.37 -> 45.22 G MAC), FINE Table 3 (14.22 -> 18.69 ms)
+    cfsam = by_name["SSD300 + CFSAM"]["paper"]
+    assert cfsam["ratios"]["latency_ms"] == pytest.approx(38 / 57) and cfsam["ratios"]["gflops"] == pytest.approx(
+        45.22 / 31.37)
+    assert "memory_mb" not in cfsam["ratios"]   # Table 4 has no memory column
+    fine = by_name["R18 + FINE linear"]["paper"]
+    assert fine["ratios"]["latency_ms"] == pytest.approx(18.69 / 14.22)
+    assert fine["ratios"]["gflops"] == pytest.approx((61.74 + 11.4) / 61.74)
+    assert "paper" not in by_name["external"]
+
+
+@pytest.fixture(scope="module")
+def compare_report(tmp_path_factory):
+    """--compare (onnxruntime only) with the rows made small: configs that include the real ones with
+    val_dataloader.image_size 160 for RT-DETR and 268 for SSD300 (the smallest its VGG16 extractor takes)."""
+    out_dir = tmp_path_factory.mktemp("compare")
+    rows = []
+    for name, path in benchmark.COMPARE:
+        small = out_dir / os.path.basename(path)
+        size = 268 if "ssd300" in path else 160
+        small.write_text(f"__include__: {os.path.join(ROOT, path)}\nval_dataloader:\n  image_size: {size}\n")
+        rows.append((name, str(small)))
+    saved = benchmark.COMPARE
+    benchmark.COMPARE = tuple(rows)
+    try:
+        benchmark.run(benchmark.parse_args(["--compare", "--runs", "1", "--warmup", "0", "--block", "1",
+                                            "--no-eager", "--out-dir", str(out_dir)]), log=lambda *a: None)
+    finally:
+        benchmark.COMPARE = saved
+    return out_dir
+
+
+def test_compare_runs_each_config_at_its_own_size_against_its_family_baseline(compare_report):
+    data = json.loads((compare_report / "benchmark.json").read_text())
+    assert data["settings"]["input_size"] is None
+    rows = {r["name"]: r for r in data["results"]}
+    assert list(rows) == [name for name, _ in benchmark.COMPARE]
+    for name, r in rows.items():
+        ssd = name.startswith("SSD300")
+        assert r["family"] == ("ssd300" if ssd else "rtdetr")
+        assert r["input_size"] == ([268, 268] if ssd else [160, 160]), name
+        assert r["ratios"]["reference"] == ("SSD300" if ssd else "R18"), name
+        assert r["ort_ms"] > 0 and r["ort_peak_mib"] is not None and r["eager_ms"] is None
+    assert rows["SSD300"]["ratios"]["gflops"] == 1.0 and rows["R18"]["ratios"]["gflops"] == 1.0
+    assert rows["SSD300 + CFSAM"]["ratios"]["ort_ms"] == pytest.approx(
+        rows["SSD300 + CFSAM"]["ort_ms"] / rows["SSD300"]["ort_ms"])
+    # SSD300 (VOC, 21 outputs) is the paper's network: 26.29M parameters (README)
+    assert rows["SSD300"]["params"] == 26_285_486
+    assert rows["SSD300 + CFSAM"]["ratios"]["params"] == pytest.approx(45_375_918 / 26_285_486)
+    assert rows["R18 + CFSAM"]["ratios"]["gflops"] > rows["R18 + FINE quadratic"]["ratios"]["gflops"] > 1
+    assert "paper" not in rows["R18 + CFSAM"]
+    assert rows["SSD300 + CFSAM"]["paper"]["ratios"]["params_m"] == pytest.approx(45.16 / 26.29)
+
+    table = (compare_report / "benchmark.md").read_text()
+    assert "Ratios vs R18 / SSD300" in table and "CFSAM paper, Table 4" in table and "FINE paper, Table 3" in table
+    ssd_cfsam = next(line for line in table.splitlines() if line.startswith("| SSD300 + CFSAM |"))
+    cells = [c.strip() for c in ssd_cfsam.strip("|").split("|")]
+    assert cells[1] == "268x268" and cells[8] == "45.16 (x1.718)" and cells[10].startswith("17.54 (57 FPS) (x0.667)")
+    r18_cfsam = next(line for line in table.splitlines() if line.startswith("| R18 + CFSAM |"))
+    assert r18_cfsam.rstrip().endswith("| – | – | – | – |")
+    assert (compare_report / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
