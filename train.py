@@ -131,10 +131,12 @@ def run(args, cfg, device, rank, world):
         du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
         return
 
-    ddp_model = model
+    ddp_model, criterion = rtdetr_fine.build_training(cfg, model, criterion)   # any-depth: full + min, distilled
+    if ddp_model is not model:
+        du.log("any-depth training: full network on the ground truth + smallest network distilled from it")
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
+            ddp_model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg["find_unused_parameters"])
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
@@ -176,6 +178,7 @@ def run(args, cfg, device, rank, world):
         with using_depth(eval_model, eval_depth):   # the training model stays at full depth
             result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
         stats, eval_time = result.stats, result.seconds
+        min_stats = evaluate_min_depth(eval_model, eval_depth, postprocessor, val_loader, val_set, device, amp_dtype)
         improved = stats["AP"] > best_ap
         best_ap = max(best_ap, stats["AP"])
 
@@ -190,16 +193,30 @@ def run(args, cfg, device, rank, world):
                       "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in stats.items()},
                       "evaluated": "ema" if ema is not None else "model", "best_AP": best_ap,
                       **({"val_depth": describe_depth(eval_depth, layout_of(model))} if eval_depth else {}),
+                      **{f"val_min_{k}": v for k, v in min_stats.items()},
                       "train_seconds": round(train_time, 1), "eval_seconds": round(eval_time, 1)}
             with open(os.path.join(out_dir, "log.txt"), "a") as f:
                 f.write(json.dumps(record) + "\n")
             for k, v in stats.items():
                 writer.add_scalar(f"val/{k}", v, epoch)
+            for k, v in min_stats.items():
+                writer.add_scalar(f"val_min/{k}", v, epoch)
             du.log(f"epoch {epoch}: loss {train_stats['loss']:.4f}  AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  "
+                + (f"min AP {min_stats['AP']:.4f}  " if min_stats else "") +
                 f"(train {train_time:.0f}s, eval {eval_time:.0f}s)")
         du.barrier()
     if writer is not None:
         writer.close()
+
+
+def evaluate_min_depth(eval_model, eval_depth, postprocessor, val_loader, val_set, device, amp_dtype) -> dict:
+    """Any-depth models: the COCO numbers of the `min` depth too (best.pth still follows the main
+    depth, `full` by default); {} for other models or when the main depth is `min`."""
+    if eval_depth is None or eval_depth == layout_of(eval_model).min:
+        return {}
+    with using_depth(eval_model, "min"):
+        return evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype,
+                        verbose=False).stats
 
 
 if __name__ == "__main__":

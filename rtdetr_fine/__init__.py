@@ -3,7 +3,7 @@
     cfg = rtdetr_fine.load_config("configs/rtdetr_r18_fine.yml", ["fine.attention=linear"])
     model = rtdetr_fine.build_model(cfg)
 """
-from .build import build_criterion, build_model, build_postprocessor, describe_model
+from .build import build_criterion, build_model, build_postprocessor, build_training, describe_model
 from .config import ConfigError, load_config
 
-__all__ = ["load_config", "build_model", "build_criterion", "build_postprocessor", "describe_model", "ConfigError"]
+__all__ = ["load_config", "build_model", "build_criterion", "build_postprocessor", "build_training", "describe_model", "ConfigError"]

@@ -10,6 +10,7 @@ from .backbone import PResNet, load_pretrained_backbone
 from .cfsam import CFSAM
 from .criterion import SetCriterion
 from .decoder import RTDETRTransformer
+from .distill import DistillationCriterion, FullAndMin
 from .hybrid_encoder import HybridEncoder
 from .matcher import HungarianMatcher
 from .postprocessor import PostProcessor
@@ -126,3 +127,11 @@ def build_postprocessor(cfg: dict) -> nn.Module:
                                 remap_mscoco_category=cfg["remap_mscoco_category"])
     return PostProcessor(num_classes=num_classes(cfg), num_top_queries=cfg["postprocessor"]["num_top_queries"],
                          remap_mscoco_category=cfg["remap_mscoco_category"])
+
+
+def build_training(cfg: dict, model: nn.Module, criterion: nn.Module) -> tuple:
+    """(module, criterion) that train.py optimises: any-depth configs with anydepth.distill train the
+    full and the smallest network by self-distillation (rtdetr_fine/distill.py); others the model itself."""
+    if cfg["detector"] == "rtdetr" and cfg["anydepth"]["enabled"] and cfg["anydepth"]["distill"]:
+        return FullAndMin(model), DistillationCriterion(criterion, cfg["anydepth"]["distill_weight_dict"])
+    return model, criterion

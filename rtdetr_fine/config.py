@@ -57,6 +57,11 @@ DEFAULTS = {
     "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
         "enabled": False,
         "min_decoder_layers": None,     # decoder layers of the `min` depth; null = all the full model runs
+        "distill": True,                # train full + min by self-distillation (rtdetr_fine/distill.py); false: full only
+        "distill_weight_dict": {        # the min network's alignment terms (authors' weights)
+            "loss_kd_class": 1.0, "loss_kd_bbox": 5.0, "loss_kd_giou": 2.0,
+            "loss_kd_feat_backbone": 1.0, "loss_kd_feat_encoder": 1.0,
+        },
     },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],

@@ -104,5 +104,7 @@ def setup_logging(rank_):
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside DistributedDataParallel (or the model itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    """The plain model inside DistributedDataParallel (or the model itself), and inside a training
+    wrapper that holds it as `detector` (distill.FullAndMin): what checkpoints and the EMA see."""
+    model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    return getattr(model, "detector", model)

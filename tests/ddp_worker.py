@@ -1,6 +1,7 @@
 """Run by tests/test_train.py under `torchrun --nproc_per_node 2`: a few DDP training steps of a
 small RT-DETR + FINE on CPU (gloo), where rank 1's images have no boxes in one step; then every
-rank writes a checksum of its parameters so the test can compare them."""
+rank writes a checksum of its parameters so the test can compare them. With a second argument
+"anydepth" (tests/test_distill.py): the any-depth model trained by self-distillation (full + min)."""
 import json
 import os
 import sys
@@ -31,16 +32,17 @@ def batches(rank, steps=3, size=96):
     return out
 
 
-def main(out_dir):
+def main(out_dir, variant=""):
     device, rank, world = du.init_distributed("cpu")
     torch.set_num_threads(1)
-    cfg = rtdetr_fine.load_config(os.path.join(ROOT, "configs", "rtdetr_r18_fine.yml"), [
+    name = "rtdetr_r18_fine_anydepth.yml" if variant == "anydepth" else "rtdetr_r18_fine.yml"
+    cfg = rtdetr_fine.load_config(os.path.join(ROOT, "configs", name), [
         "backbone.pretrained=null", "num_classes=3", "decoder.num_queries=20", "decoder.num_denoising=10",
         "postprocessor.num_top_queries=20"])
     torch.manual_seed(0)                      # identical initial weights on every rank
     model = rtdetr_fine.build_model(cfg)
-    ddp = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=cfg["find_unused_parameters"])
-    criterion = rtdetr_fine.build_criterion(cfg)
+    module, criterion = rtdetr_fine.build_training(cfg, model, rtdetr_fine.build_criterion(cfg))
+    ddp = torch.nn.parallel.DistributedDataParallel(module, find_unused_parameters=cfg["find_unused_parameters"])
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, 3)
     ema = ModelEMA(model, 0.99, 10)
@@ -49,6 +51,7 @@ def main(out_dir):
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump({"rank": rank, "world": world, "steps": step, "loss": stats["loss"],
+                   "distilled": module is not model, "loss_kd_bbox": stats.get("loss_kd_bbox"),
                    "sum": flat.double().sum().item(), "abs_sum": flat.double().abs().sum().item(),
                    "first": flat[:5].tolist()}, f)
     torch.save(flat, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -56,4 +59,4 @@ def main(out_dir):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

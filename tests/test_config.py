@@ -148,13 +148,14 @@ def test_ssd300_configs_carry_the_cfsam_paper_recipe():
 
 
 def test_anydepth_is_off_by_default_and_on_in_its_configs():
-    assert rtdetr_fine.load_config(config_path("rtdetr_r50.yml"))["anydepth"] == {
-        "enabled": False, "min_decoder_layers": None}
+    off = rtdetr_fine.load_config(config_path("rtdetr_r50.yml"))["anydepth"]
+    assert (off["enabled"], off["min_decoder_layers"]) == (False, None)
     for name, base, layers in [("rtdetr_r50_anydepth.yml", "rtdetr_r50.yml", 4),
                                ("rtdetr_r18_anydepth.yml", "rtdetr_r18.yml", 2),
                                ("rtdetr_r18_fine_anydepth.yml", "rtdetr_r18_fine.yml", 2)]:
         cfg, ref = rtdetr_fine.load_config(config_path(name)), rtdetr_fine.load_config(config_path(base))
-        assert cfg["anydepth"] == {"enabled": True, "min_decoder_layers": layers}
+        assert {k: cfg["anydepth"][k] for k in ("enabled", "min_decoder_layers", "distill")} == \
+            {"enabled": True, "min_decoder_layers": layers, "distill": True}
         # the rest is the base config's
         assert {k: v for k, v in cfg.items() if k not in ("anydepth", "output_dir")} == \
             {k: v for k, v in ref.items() if k not in ("anydepth", "output_dir")}

@@ -149,9 +149,9 @@ def test_resume_on_data_with_another_class_set_names_both(tmp_path):
         restore_training(str(path), None, None, None, None, None, ClassSet(2, (1, 2), ("x", "y")))
 
 
-def test_anydepth_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path, capsys):
-    out = tmp_path / "out"
-    train(tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true") + ["--depth", "min"])
+def test_anydepth_without_distillation_trains_at_full_depth_and_evaluates_the_given_depth(tmp_path, capsys):
+    out = tmp_path / "out"   # anydepth.distill: false (the distillation: tests/test_distill.py)
+    train(tiny_demo(tmp_path, out, "epochs=1", "anydepth.enabled=true", "anydepth.distill=false") + ["--depth", "min"])
     log = read_log(out)
     assert log[0]["val_depth"] == "min (backbone=1,1,1,1 neck=1 decoder=3)"
     state = torch.load(out / "last.pth", weights_only=True)["model"]
