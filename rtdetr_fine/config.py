@@ -593,6 +593,9 @@ RULES = {
     "demo.image_size": _int(32),
     "anydepth.enabled": _boolean,
     "anydepth.min_decoder_layers": _optional(_min_decoder_layers, "null (all the full model runs)"),
+    "anydepth.distill": _boolean,
+    **{f"anydepth.distill_weight_dict.{term}": _NON_NEGATIVE for term in (
+        "loss_kd_class", "loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder")},
 }
 
 
