@@ -61,6 +61,12 @@ class SetCriterion(nn.Module):
         main = {k: v for k, v in outputs.items() if "aux" not in k and k != "dn_meta"}
         num_boxes = _average_num_boxes(targets, outputs["pred_logits"].device)
         losses = self.weighted_losses(main, targets, self.matcher(main, targets), num_boxes)
+        losses.update(self.auxiliary_losses(outputs, targets, num_boxes))
+        return losses
+
+    def auxiliary_losses(self, outputs: dict, targets: list, num_boxes) -> dict:
+        """The auxiliary (earlier decoder layers, encoder proposals) and denoising terms."""
+        losses = {}
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             losses.update(self.weighted_losses(aux, targets, self.matcher(aux, targets), num_boxes, f"_aux_{i}"))
         if "dn_aux_outputs" in outputs:

@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from .anydepth import layout_of, using_depth
-from .criterion import SetCriterion, _average_num_boxes, denoising_indices
+from .criterion import SetCriterion, _average_num_boxes
 
 FEATURE_MODULES = ("backbone", "encoder")      # their outputs are aligned: 3 maps each (strides 8/16/32)
 DISTILL_TERMS = ("loss_kd_class", "loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder")
@@ -130,15 +130,7 @@ class DistillationCriterion(nn.Module):
 
     def ground_truth_auxiliary(self, outputs: dict, targets: list, num_boxes: float) -> dict:
         """SetCriterion's auxiliary (decoder layers, encoder proposals) and denoising terms, without the final layer's."""
-        base, losses = self.base, {}
-        for i, aux in enumerate(outputs.get("aux_outputs", [])):
-            losses.update(base.weighted_losses(aux, targets, base.matcher(aux, targets), num_boxes, f"_aux_{i}"))
-        if "dn_aux_outputs" in outputs:
-            meta = outputs["dn_meta"]
-            indices = denoising_indices(meta, targets)
-            for i, aux in enumerate(outputs["dn_aux_outputs"]):
-                losses.update(base.weighted_losses(aux, targets, indices, num_boxes * meta["dn_num_group"], f"_dn_{i}"))
-        return losses
+        return self.base.auxiliary_losses(outputs, targets, num_boxes)
 
 
 def pair_by_ground_truth(teacher_indices: list, student_indices: list, num_targets: list) -> list:
