@@ -1,4 +1,5 @@
 """Paths and runners shared by the tests (imported as `helpers`; conftest.py puts this folder on sys.path)."""
+import json
 import os
 import runpy
 import sys
@@ -45,3 +46,18 @@ def write_custom_id_set(root, num_train=8, num_val=4, image_size=128):
         with open(paths[f"{split}_ann_file"], "w") as f:
             json.dump(data, f)
     return paths
+
+
+def tiny_demo_args(config, tmp_path, out, *extra):
+    """train.py/eval.py arguments that shrink a shapes demo config to seconds: 8 train / 4 val images of 96 px."""
+    return ["-c", config, "--device", "cpu", "-u", f"output_dir={out}", f"demo.root={tmp_path / 'shapes'}",
+            "demo.num_train=8", "demo.num_val=4", "demo.image_size=96", "train_dataloader.image_size=96",
+            "val_dataloader.image_size=96", "train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
+            "val_dataloader.num_workers=0", "decoder.num_queries=30", "postprocessor.num_top_queries=30",
+            "decoder.num_denoising=20", *extra]
+
+
+def read_log(out):
+    """The records of a run's log.txt, one dict per epoch."""
+    with open(os.path.join(out, "log.txt")) as f:
+        return [json.loads(line) for line in f]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, config_path, run_script
+from helpers import ROOT, config_path, read_log, run_script, tiny_demo_args
 
 import rtdetr_fine
 from rtdetr_fine.anydepth import SwitchableNorm, get_depth
@@ -188,16 +188,7 @@ DEMO = config_path("demo/rtdetr_r18_anydepth_shapes.yml")
 
 
 def tiny_demo(tmp_path, out, *extra):
-    return ["-c", DEMO, "--device", "cpu", "-u", f"output_dir={out}", f"demo.root={tmp_path / 'shapes'}",
-            "demo.num_train=8", "demo.num_val=4", "demo.image_size=96", "train_dataloader.image_size=96",
-            "val_dataloader.image_size=96", "train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
-            "val_dataloader.num_workers=0", "decoder.num_queries=30", "postprocessor.num_top_queries=30",
-            "decoder.num_denoising=20", *extra]
-
-
-def read_log(out):
-    with open(os.path.join(out, "log.txt")) as f:
-        return [json.loads(line) for line in f]
+    return tiny_demo_args(DEMO, tmp_path, out, *extra)
 
 
 def test_train_py_distills_logs_both_depths_and_resumes_exactly(tmp_path):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, config_path, run_script
+from helpers import ROOT, config_path, read_log, run_script, tiny_demo_args
 
 from rtdetr_fine.data import make_hygiene_dataset, make_shapes_dataset
 
@@ -28,17 +28,7 @@ def train_error(argv, capsys):
 
 
 def tiny_demo(tmp_path, out, *extra):
-    """Overrides that shrink the demo to seconds: 8 train / 4 val images of 96 px."""
-    return ["-c", DEMO, "--device", "cpu", "-u", f"output_dir={out}", f"demo.root={tmp_path / 'shapes'}",
-            "demo.num_train=8", "demo.num_val=4", "demo.image_size=96", "train_dataloader.image_size=96",
-            "val_dataloader.image_size=96", "train_dataloader.batch_size=4", "train_dataloader.num_workers=0",
-            "val_dataloader.num_workers=0", "decoder.num_queries=30", "postprocessor.num_top_queries=30",
-            "decoder.num_denoising=20", *extra]
-
-
-def read_log(out):
-    with open(os.path.join(out, "log.txt")) as f:
-        return [json.loads(line) for line in f]
+    return tiny_demo_args(DEMO, tmp_path, out, *extra)
 
 
 def test_two_process_ddp_keeps_ranks_identical_with_an_empty_rank(tmp_path):
