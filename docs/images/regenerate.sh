@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's pictures, from the CPU demo. Run from the repository root:  bash docs/images/regenerate.sh
-# Trains the demo first when output/demo_shapes/best.pth is missing (~13 min on 2 idle cores).
+# Trains the demo first when output/demo_shapes/best.pth is missing (~15 min on 2 idle cores).
 set -euo pipefail
 CONFIG=configs/demo/rtdetr_r18_fine_shapes.yml
 CKPT=output/demo_shapes/best.pth
