@@ -191,17 +191,20 @@ def test_wrong_num_classes_is_one_clear_message(trained):
     assert "trained for 3 classes" in proc.stderr and "-u num_classes=3" in proc.stderr
 
 
+def failure_stderr(capsys, argv):
+    """python eval.py ARGV that must fail -> its whole stderr, which must not be a traceback."""
+    capsys.readouterr()
+    assert run_script("eval.py", argv + ["--device", "cpu"]) != 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
 def test_missing_checkpoint_or_data_exits_with_a_message(trained, tmp_path, capsys):
-    def error(argv):
-        capsys.readouterr()
-        assert run_script("eval.py", argv + ["--device", "cpu"]) != 0
-        err = capsys.readouterr().err
-        assert "Traceback" not in err
-        return err
-    err = error(["-c", DEMO, "-r", str(tmp_path / "nope.pth"), "-u", *explicit_data_overrides(trained["root"])])
+    err = failure_stderr(capsys, ["-c", DEMO, "-r", str(tmp_path / "nope.pth"), "-u", *explicit_data_overrides(trained["root"])])
     assert "checkpoint not found" in err and "nope.pth" in err
-    err = error(["-c", config_path("rtdetr_r18.yml"), "-r", str(tmp_path / "nope.pth"), "-u",
-                 "backbone.pretrained=null", f"val_dataloader.dataset.img_folder={tmp_path}/no_coco/val2017"])
+    err = failure_stderr(capsys, ["-c", config_path("rtdetr_r18.yml"), "-r", str(tmp_path / "nope.pth"), "-u",
+                                  "backbone.pretrained=null", f"val_dataloader.dataset.img_folder={tmp_path}/no_coco/val2017"])
     assert "dataset not found" in err and "no_coco" in err
 
 
@@ -312,15 +315,10 @@ def test_anydepth_reports_each_depth_and_full_equals_the_baseline(trained, tmp_p
     for tag in by_depth:
         assert len(read_json(tmp_path / f"dets_{tag}.json")) == by_depth[tag]["detections"]
 
-    def error(argv):
-        capsys.readouterr()
-        assert run_script("eval.py", argv + ["--device", "cpu"]) != 0
-        err = capsys.readouterr().err
-        assert "Traceback" not in err
-        return err
-    assert "backbone has 2 flags, but the backbone has 4 stages" in error(
-        ["-c", DEMO, "-r", str(path), "-u", *anydepth, "--depth", "backbone=1,0"])
-    assert "--depth needs an any-depth config" in error(["-c", DEMO, "-r", last, "-u", *overrides, "--depth", "min"])
+    assert "backbone has 2 flags, but the backbone has 4 stages" in failure_stderr(
+        capsys, ["-c", DEMO, "-r", str(path), "-u", *anydepth, "--depth", "backbone=1,0"])
+    assert "--depth needs an any-depth config" in failure_stderr(
+        capsys, ["-c", DEMO, "-r", last, "-u", *overrides, "--depth", "min"])
 
 # ---------------------------------------------------------------- hostile inputs (issue 16)
 
