@@ -32,7 +32,8 @@ from rtdetr_fine.anydepth import (count_depth_params, depth_spec, depth_tag, des
                                   layout_of, resolve_depths, using_depth)
 from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
 from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
-from rtdetr_fine.classes import apply_class_set, recorded_class_set
+from rtdetr_fine.class_source import recorded_class_set
+from rtdetr_fine.classes import apply_class_set
 from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
 from rtdetr_fine.flops import count_flops, count_params

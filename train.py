@@ -30,7 +30,8 @@ from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
 from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries, save_atomic
-from rtdetr_fine.classes import apply_class_set, recorded_class_set
+from rtdetr_fine.class_source import recorded_class_set
+from rtdetr_fine.classes import apply_class_set
 from rtdetr_fine.config import dump_config
 from rtdetr_fine.engine import amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.flops import count_params

@@ -23,7 +23,8 @@ from torch import nn
 
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
-from .classes import apply_class_set, inference_class_set
+from .class_source import inference_class_set
+from .classes import apply_class_set
 from .cli import check_output_file
 from .config import load_config
 

@@ -4,8 +4,7 @@ import torch
 from helpers import config_path
 
 import rtdetr_fine
-from rtdetr_fine.classes import (ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set,
-                                 inference_class_set, recorded_class_set)
+from rtdetr_fine.classes import ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from rtdetr_fine.coco_ids import COCO_LABEL_TO_CATEGORY, COCO_NAMES
 from rtdetr_fine.config import ConfigError
 
@@ -52,36 +51,11 @@ def test_checkpoint_round_trip_and_count_mismatch(tmp_path):
     torch.save({"model": {}, "classes": classes.to_dict()}, path)
     loaded = torch.load(path, weights_only=True)
     assert class_set_from_checkpoint(loaded, str(path)) == classes
-    assert recorded_class_set(str(path), "auto") == classes and recorded_class_set(str(path), 3) == classes
-    assert recorded_class_set(str(path), 4) is None               # the config asks for another count
-    torch.save({"model": {}}, path)
-    assert recorded_class_set(str(path), "auto") is None          # official / older checkpoints
+    assert class_set_from_checkpoint({"model": {}}, str(path)) is None   # official / older checkpoints
     with pytest.raises(ValueError, match=r"checkpoint x\.pth: unreadable class set"):
         class_set_from_checkpoint({"classes": {"num_classes": 3}}, "x.pth")
     assert classes.same_labels(ClassSet(3, (3, 17, 90), ("a", "b", "c")))
     assert not classes.same_labels(ClassSet(4, (3, 17, 90), ("a", "b", "c")))
-
-
-def test_inference_class_set_falls_back_from_checkpoint_to_file_to_coco(tmp_path):
-    import json
-    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [
-        f"val_dataloader.dataset.ann_file={tmp_path / 'missing.json'}"])
-    classes, source = inference_class_set(cfg)
-    assert classes == coco_class_set() and "COCO" in source           # COCO config, no annotation file
-    ann = tmp_path / "val.json"
-    ann.write_text(json.dumps({"images": [], "annotations": [], "categories": CATS}))
-    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [
-        f"val_dataloader.dataset.ann_file={ann}", "num_classes=auto", "remap_mscoco_category=false"])
-    classes, source = inference_class_set(cfg)
-    assert classes.category_ids == (3, 17, 90) and source == str(ann)
-    ckpt = tmp_path / "c.pth"
-    torch.save({"classes": ClassSet(2, (5, 6), ("five", "six")).to_dict()}, ckpt)
-    assert inference_class_set(cfg, str(ckpt))[0].names == ("five", "six")
-    cfg["val_dataloader"]["dataset"]["ann_file"] = str(tmp_path / "gone.json")
-    with pytest.raises(ValueError, match="num_classes is auto.*gone.json"):
-        inference_class_set(cfg)
-    cfg["num_classes"] = 4
-    assert inference_class_set(cfg)[0].names == ("class 0", "class 1", "class 2", "class 3")
 
 
 def test_config_num_classes_is_auto_by_default_and_coco_configs_keep_80():
