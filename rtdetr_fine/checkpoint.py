@@ -7,6 +7,7 @@ import tempfile
 import torch
 
 from .anydepth import init_skip_norms_from_main
+from .backbone import ARCH
 
 
 def save_atomic(obj, path):
@@ -173,7 +174,6 @@ def describe_architecture(state: dict) -> str:
 
 def _backbone_name(keys) -> str:
     """ResNet depth from the blocks per stage and the block type (backbone.ARCH), e.g. 'R50'."""
-    from .backbone import ARCH
     blocks = {}
     bottleneck = False
     for k in keys:
