@@ -39,6 +39,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from .decoder import TransformerDecoder
+from .distributed import unwrap
 from .layers import ConvNormLayer
 
 SPEC_KEYS = ("backbone", "neck", "decoder")
@@ -280,16 +281,12 @@ def _transformer_decoder(model: nn.Module) -> TransformerDecoder:
     return model.decoder.decoder
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
 def is_anydepth(model: nn.Module) -> bool:
-    return hasattr(_unwrap(model), "anydepth")
+    return hasattr(unwrap(model), "anydepth")
 
 
 def layout_of(model: nn.Module) -> AnyDepthLayout:
-    model = _unwrap(model)
+    model = unwrap(model)
     if not hasattr(model, "anydepth"):
         raise DepthSpecError("this model is not any-depth: a depth needs a config with anydepth.enabled: true")
     return model.anydepth
@@ -379,7 +376,7 @@ def describe_depth(depth: Depth, layout: AnyDepthLayout) -> str:
 
 def set_depth(model: nn.Module, spec: Union[str, Depth]) -> Depth:
     """Run `model` at the given depth from now on (no weights change); returns the Depth."""
-    model = _unwrap(model)
+    model = unwrap(model)
     layout = layout_of(model)
     depth = spec if isinstance(spec, Depth) else parse_depth(spec, layout)
     if len(depth.backbone) != len(layout.stage_blocks) or not 1 <= depth.decoder <= layout.decoder_layers:
@@ -394,7 +391,7 @@ def set_depth(model: nn.Module, spec: Union[str, Depth]) -> Depth:
 
 def get_depth(model: nn.Module) -> Depth:
     """The depth `model` runs at (read from its modules)."""
-    model = _unwrap(model)
+    model = unwrap(model)
     layout = layout_of(model)
     flags = {m.unit: m.skipping for m in model.modules() if isinstance(m, SkippableSequential)}
     backbone = tuple(flags[f"backbone.{i}"] for i in range(len(layout.stage_blocks)))
@@ -434,10 +431,10 @@ def init_skip_norms_from_main(model: nn.Module, loaded_keys: Iterable[str],
     copies its just-loaded main norm, e.g. an official RT-DETR checkpoint -> any-depth model.
     Returns the names of the norms initialised so."""
     loaded = set(loaded_keys)
-    names = [name for name, m in _unwrap(model).named_modules()
+    names = [name for name, m in unwrap(model).named_modules()
              if isinstance(m, SwitchableNorm) and not any(f"{name}.skip.{k}" in loaded for k in m.skip.state_dict())]
     for name in names:
-        copy_main_to_skip(_unwrap(model).get_submodule(name))
+        copy_main_to_skip(unwrap(model).get_submodule(name))
     if names:
         log(f"any-depth: {len(names)} switchable norms are not in the checkpoint; their skip twins start "
             "as copies of the loaded main norms")
@@ -448,7 +445,7 @@ def count_depth_params(model: nn.Module) -> int:
     """Parameters of what the model runs at its current depth in eval mode: all but the skipped
     blocks, the unused half of each switchable norm, and the decoder layers (and their heads)
     after the last one run. At `full` this equals the baseline's parameter count."""
-    model = _unwrap(model)
+    model = unwrap(model)
     unused = set()
     for module in model.modules():
         if isinstance(module, SkippableSequential) and module.skipping:

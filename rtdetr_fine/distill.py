@@ -38,7 +38,7 @@ from torch import nn
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from .anydepth import layout_of, using_depth
-from .criterion import SetCriterion, _average_num_boxes
+from .criterion import SetCriterion, _average_num_boxes, _src_permutation_idx
 
 FEATURE_MODULES = ("backbone", "encoder")      # their outputs are aligned: 3 maps each (strides 8/16/32)
 DISTILL_TERMS = ("loss_kd_class", "loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder")
@@ -110,7 +110,8 @@ class DistillationCriterion(nn.Module):
                  "loss_kd_feat_backbone": pooled_feature_kl(student["backbone_feats"], teacher["backbone_feats"]),
                  "loss_kd_feat_encoder": pooled_feature_kl(student["encoder_feats"], teacher["encoder_feats"])}
         losses.update({k: v * self.weight_dict[k] for k, v in terms.items() if k in self.weight_dict})
-        losses.update({f"min_{k}": v for k, v in self.ground_truth_auxiliary(student, targets, num_boxes).items()})
+        min_auxiliary = self.base.auxiliary_losses(student, targets, num_boxes)   # decoder layers, proposals, denoising
+        losses.update({f"min_{k}": v for k, v in min_auxiliary.items()})
         return losses
 
     def prediction_alignment(self, teacher: dict, student: dict, targets: list, num_boxes: float) -> dict:
@@ -119,7 +120,8 @@ class DistillationCriterion(nn.Module):
         t_final, s_final = _final_layer(teacher), _final_layer(student)
         pairs = pair_by_ground_truth(self.base.matcher(t_final, targets), self.base.matcher(s_final, targets),
                                      [len(t["labels"]) for t in targets])
-        t_idx, s_idx = _batch_index(pairs, 0), _batch_index(pairs, 1)
+        t_idx = _src_permutation_idx(pairs)                                   # (image [P], query [P])
+        s_idx = _src_permutation_idx([(s_query, t_query) for t_query, s_query in pairs])
         t_logits, s_logits = t_final["pred_logits"][t_idx].detach(), s_final["pred_logits"][s_idx]   # [P, classes]
         t_boxes, s_boxes = t_final["pred_boxes"][t_idx].detach(), s_final["pred_boxes"][s_idx]       # [P, 4] cxcywh
         kl = F.kl_div(F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1), reduction="sum", log_target=True)
@@ -127,10 +129,6 @@ class DistillationCriterion(nn.Module):
         giou = generalized_box_iou_loss(box_convert(s_boxes, "cxcywh", "xyxy"), box_convert(t_boxes, "cxcywh", "xyxy"),
                                         reduction="sum")
         return {"loss_kd_class": kl / num_boxes, "loss_kd_bbox": l1 / num_boxes, "loss_kd_giou": giou / num_boxes}
-
-    def ground_truth_auxiliary(self, outputs: dict, targets: list, num_boxes: float) -> dict:
-        """SetCriterion's auxiliary (decoder layers, encoder proposals) and denoising terms, without the final layer's."""
-        return self.base.auxiliary_losses(outputs, targets, num_boxes)
 
 
 def pair_by_ground_truth(teacher_indices: list, student_indices: list, num_targets: list) -> list:
@@ -164,10 +162,3 @@ def _final_layer(outputs: dict) -> dict:
 def _detection_outputs(outputs: dict) -> dict:
     """The model's outputs without the recorded feature maps (what SetCriterion reads)."""
     return {k: v for k, v in outputs.items() if not k.endswith("_feats")}
-
-
-def _batch_index(pairs: list, side: int) -> tuple:
-    """(image index [P], query index [P]) of one side of the pairs, for advanced indexing."""
-    queries = [pair[side] for pair in pairs]
-    images = torch.cat([torch.full_like(q, i) for i, q in enumerate(queries)])
-    return images, torch.cat(queries)
