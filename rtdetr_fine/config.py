@@ -152,6 +152,11 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+def image_hw(size) -> tuple:
+    """An image_size value (S, or [H, W]) -> (H, W)."""
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
 def _yaml_load(stream):
     return yaml.load(stream, Loader=_Loader)   # noqa: S506 - _Loader is a SafeLoader
 

@@ -14,6 +14,7 @@ import torch
 
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
+from .config import image_hw
 from .data import build_val_image_transform
 from .deploy import OUTPUT_NAMES, onnxruntime_session
 from .evaluation import to_coco_results
@@ -33,8 +34,7 @@ class Detector(NamedTuple):
 
 def val_size(cfg: dict) -> tuple:
     """(H, W) the config evaluates at: val_dataloader.image_size."""
-    size = cfg["val_dataloader"]["image_size"]
-    return (size, size) if isinstance(size, int) else tuple(size)
+    return image_hw(cfg["val_dataloader"]["image_size"])
 
 
 def build_torch_detector(cfg: dict, checkpoint: str, device: torch.device) -> Detector:

@@ -63,7 +63,7 @@ import torch
 from rtdetr_fine import cli, deploy
 from rtdetr_fine.anydepth import (benchmark_depths, count_depth_params, depth_spec, depth_tag, is_anydepth,
                                   layout_of, set_depth)
-from rtdetr_fine.config import load_config
+from rtdetr_fine.config import image_hw, load_config
 from rtdetr_fine.flops import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -271,7 +271,7 @@ class Candidate:
         """size: (height, width), or None for the config's val_dataloader.image_size."""
         self.name, self.config = name, config
         self.model = model or deploy.build_deploy_model(config, overrides=overrides, log=lambda *a: None)
-        height, width = size or square(self.model.image_size)
+        height, width = size or image_hw(self.model.image_size)
         try:   # SSD300 takes any size (>= 268 px), RT-DETR multiples of 32
             deploy.check_input_size(height, width, deploy.size_divisibility(self.model.model))
         except ValueError as e:
@@ -565,11 +565,6 @@ def parse_args(argv=None):
                    help="intra-op threads for torch and onnxruntime (default: all cores)")
     p.add_argument("--out-dir", default="output/benchmark", help="where benchmark.{json,md,png} and the ONNX files go")
     return p.parse_args(argv)
-
-
-def square(size):
-    """An image_size config value (S or [H, W]) -> (height, width)."""
-    return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def safe_name(name):

@@ -2,6 +2,8 @@
 import torch
 import torch.nn.functional as F
 
+from ..config import image_hw
+
 
 def collate(batch):
     """[(image [3, H, W], target), ...] -> (images [B, 3, H, W], list of B targets)."""
@@ -28,7 +30,7 @@ class MultiScaleCollate:
     def __init__(self, scales, stop_epoch=None, seed=None, mode="nearest"):
         if not scales:
             raise ValueError("MultiScaleCollate needs a non-empty list of scales")
-        self.scales = [(s, s) if isinstance(s, int) else tuple(s) for s in scales]
+        self.scales = [image_hw(s) for s in scales]
         self.stop_epoch = stop_epoch
         self.seed = seed
         self.mode = mode

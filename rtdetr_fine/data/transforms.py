@@ -10,6 +10,8 @@ from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from ..config import image_hw
+
 
 def _per_box_entries(sample):
     """labels_getter for SanitizeBoundingBoxes: every per-box tensor of the target."""
@@ -67,10 +69,6 @@ def to_model_target(image, target):
     return image, out
 
 
-def _as_hw(size):
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def build_train_transforms(size=640, strong_aug=True):
     """RT-DETR training pipeline. `size`: int or (h, w).
 
@@ -85,7 +83,7 @@ def build_train_transforms(size=640, strong_aug=True):
     ] if strong_aug else []
     return v2.Compose(strong + [
         v2.RandomHorizontalFlip(),
-        v2.Resize(_as_hw(size)),
+        v2.Resize(image_hw(size)),
         _sanitize(),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
@@ -97,7 +95,7 @@ def build_val_image_transform(size=640):
     """The image half of the evaluation pipeline: PIL RGB -> float32 [3, H, W] in [0, 1] at `size`
     (int or (h, w)). predict.py applies it alone, so its inputs match eval's exactly."""
     return v2.Compose([
-        v2.Resize(_as_hw(size)),
+        v2.Resize(image_hw(size)),
         v2.ToImage(),
         v2.ToDtype(torch.float32, scale=True),
     ])
