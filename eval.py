@@ -10,9 +10,9 @@
 Weights: the EMA weights when the checkpoint has them ({'ema': {'module': ...}}), else {'model': ...},
 else a bare state dict; official RT-DETR checkpoints load as they are. The header says which were used.
 Detections carry the val file's category ids, mapped from the model's labels with the class set the
-checkpoint records (train.py writes it), else with the val file's categories (rtdetr_fine/classes.py).
+checkpoint records (train.py writes it), else with the val file's categories (rtdetr_fine/data/classes.py).
 Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
-size (Fig. 4 right); see rtdetr_fine/analysis.py for the exact definitions. Any-depth configs: one such
+size (Fig. 4 right); see rtdetr_fine/evaluation/analysis.py for the exact definitions. Any-depth configs: one such
 report per --depth (params run and GFLOPs at that depth, then the tables).
 --output-json / --save-detections are checked before the evaluation starts; a failed write of one
 file does not keep the others from being written. Errors (config, data,
@@ -30,14 +30,14 @@ from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import (count_depth_params, depth_spec, depth_tag, describe_depth,
                                   layout_of, resolve_depths, using_depth)
-from rtdetr_fine.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
+from rtdetr_fine.evaluation.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
 from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
-from rtdetr_fine.class_source import recorded_class_set
-from rtdetr_fine.classes import apply_class_set
+from rtdetr_fine.checkpoint import recorded_class_set
+from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
-from rtdetr_fine.flops import count_flops, count_params
-from rtdetr_fine.loaders import build_val_loader, check_data_paths, prepare_demo_data
+from rtdetr_fine.evaluation.flops import count_flops, count_params
+from rtdetr_fine.data.loaders import build_val_loader, check_data_paths, prepare_demo_data
 
 SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
 
@@ -209,7 +209,7 @@ def val_image_size(cfg):
 
 
 def val_gflops(model, height, width, device):
-    """GFLOPs (2 x MAC, see rtdetr_fine/flops.py) of one forward pass on a [1, 3, height, width] image."""
+    """GFLOPs (2 x MAC, see rtdetr_fine/evaluation/flops.py) of one forward pass on a [1, 3, height, width] image."""
     return count_flops(model, torch.zeros(1, 3, height, width, device=device)) / 1e9
 
 

@@ -31,8 +31,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 import rtdetr_fine
 from rtdetr_fine import cli
-from rtdetr_fine.class_source import inference_class_set
-from rtdetr_fine.classes import apply_class_set
+from rtdetr_fine.checkpoint import inference_class_set
+from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.data.image_io import load_rgb_image
 from rtdetr_fine.distributed import resolve_device
 from rtdetr_fine.predictor import build_onnx_detector, build_torch_detector, detect_image, draw_detections, val_size

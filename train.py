@@ -30,16 +30,16 @@ from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
 from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries, save_atomic
-from rtdetr_fine.class_source import recorded_class_set
-from rtdetr_fine.classes import apply_class_set
+from rtdetr_fine.checkpoint import recorded_class_set
+from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.config import dump_config
 from rtdetr_fine.engine import amp_dtype_for, evaluate, train_one_epoch
-from rtdetr_fine.flops import count_params
-from rtdetr_fine.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
+from rtdetr_fine.evaluation.flops import count_params
+from rtdetr_fine.data.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
                                  prepare_demo_data, set_epoch)
-from rtdetr_fine.run_dir import check_run_dir, replace_previous_run
-from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler
-from rtdetr_fine.training_state import restore_training, training_state
+from rtdetr_fine.engine.run_dir import check_run_dir, replace_previous_run
+from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler
+from rtdetr_fine.engine.training_state import restore_training, training_state
 
 
 def parse_args(argv=None):

@@ -5,22 +5,25 @@ only see model(images, targets), criterion(outputs, targets) and postprocessor(o
 """
 from torch import nn
 
-from .anydepth import convert_to_anydepth
-from .backbone import PResNet, load_pretrained_backbone
-from .cfsam import CFSAM
-from .criterion import SetCriterion
-from .decoder import RTDETRTransformer
-from .distill import DistillationCriterion, FullAndMin
-from .hybrid_encoder import HybridEncoder
-from .matcher import HungarianMatcher
-from .postprocessor import PostProcessor
-from .rtdetr import RTDETR
-from .ssd import SSD300, SSDCriterion, SSDPostProcessor, build_torchvision_ssd300, head_in_channels
+from .anydepth.convert import convert_to_anydepth
+from .anydepth.distill import DistillationCriterion, FullAndMin
+from .data.coco_ids import COCO_LABEL_TO_CATEGORY
+from .modules.cfsam import CFSAM
+from .rtdetr.backbone import PResNet, load_pretrained_backbone
+from .rtdetr.criterion import SetCriterion
+from .rtdetr.decoder import RTDETRTransformer
+from .rtdetr.hybrid_encoder import HybridEncoder
+from .rtdetr.matcher import HungarianMatcher
+from .rtdetr.model import RTDETR
+from .rtdetr.postprocessor import PostProcessor
+from .ssd.criterion import SSDCriterion
+from .ssd.model import SSD300, build_torchvision_ssd300, head_in_channels
+from .ssd.postprocessor import SSDPostProcessor
 
 
 def num_classes(cfg: dict) -> int:
     """cfg['num_classes'] once resolved: 'auto' is replaced by a count from a class set first
-    (rtdetr_fine/classes.py: apply_class_set), as train.py / eval.py / predict.py do."""
+    (rtdetr_fine/data/classes.py: apply_class_set), as train.py / eval.py / predict.py do."""
     n = cfg["num_classes"]
     if not isinstance(n, int):
         raise ValueError(f"num_classes is {n!r}: the class count comes from the training annotation file or a "
@@ -120,18 +123,20 @@ def build_criterion(cfg: dict) -> nn.Module:
 
 
 def build_postprocessor(cfg: dict) -> nn.Module:
+    # remap_mscoco_category: labels 0..79 leave the post-processor as COCO category ids (the official behaviour)
+    label_to_category = COCO_LABEL_TO_CATEGORY if cfg["remap_mscoco_category"] else None
     if cfg["detector"] == "ssd300":
         s = cfg["ssd"]
         return SSDPostProcessor(num_classes(cfg), score_thresh=s["score_thresh"], nms_thresh=s["nms_thresh"],
                                 detections_per_img=s["detections_per_img"], topk_candidates=s["topk_candidates"],
-                                remap_mscoco_category=cfg["remap_mscoco_category"])
+                                label_to_category=label_to_category)
     return PostProcessor(num_classes=num_classes(cfg), num_top_queries=cfg["postprocessor"]["num_top_queries"],
-                         remap_mscoco_category=cfg["remap_mscoco_category"])
+                         label_to_category=label_to_category)
 
 
 def build_training(cfg: dict, model: nn.Module, criterion: nn.Module) -> tuple:
     """(module, criterion) that train.py optimises: any-depth configs with anydepth.distill train the
-    full and the smallest network by self-distillation (rtdetr_fine/distill.py); others the model itself."""
+    full and the smallest network by self-distillation (rtdetr_fine/anydepth/distill.py); others the model itself."""
     if cfg["detector"] == "rtdetr" and cfg["anydepth"]["enabled"] and cfg["anydepth"]["distill"]:
         return FullAndMin(model), DistillationCriterion(criterion, cfg["anydepth"]["distill_weight_dict"])
     return model, criterion

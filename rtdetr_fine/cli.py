@@ -33,6 +33,10 @@ class UserError(Exception):
     """A user-facing failure of a command line (bad argument, missing input): printed as one line."""
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training stopped on a NaN/inf loss (engine/loops.py): a user-facing failure, named by iteration."""
+
+
 def set_status(text: str | None) -> None:
     """What `PROG: interrupted; ...` says if Ctrl-C comes now (e.g. train.py's last complete checkpoint)."""
     global _status
@@ -88,7 +92,6 @@ def _caused_by_interrupt(error: BaseException) -> bool:
 def user_message(error: BaseException) -> str | None:
     """The one-message form of a user error, or None for a programming error (keeps its traceback)."""
     import torch
-    from .engine import NonFiniteLossError
     wrapped = _worker_exception_name(str(error)) is not None
     text = unwrap_worker_error(str(error))
     if isinstance(error, torch.OutOfMemoryError):

@@ -23,7 +23,7 @@ OPTIMIZERS = ("AdamW", "SGD")
 DEFAULTS = {
     "detector": "rtdetr",             # rtdetr | ssd300 (torchvision's SSD300; uses the `ssd` section)
     "cross_layer": None,              # null | cfsam: on the maps the head reads (RT-DETR: the encoder's 3, SSD300: 6)
-    "num_classes": "auto",            # object classes; auto: from the training annotation file (rtdetr_fine/classes.py)
+    "num_classes": "auto",            # object classes; auto: from the training annotation file (rtdetr_fine/data/classes.py)
     "remap_mscoco_category": False,   # true: COCO's official ids (1..90) <-> labels 0..79 (the COCO configs)
     "epochs": 12,                     # 1x schedule
     "output_dir": "output/run",
@@ -46,7 +46,7 @@ DEFAULTS = {
         "num_heads": 16, "ffn_ratio": 4,    # the FINE authors' RT-DETR modules: 16 heads of 16 channels
         "upsample": "bilinear",             # F_{l+1} before the fusion: bilinear (the authors' RT-DETR) | nearest
     },
-    "cfsam": {                        # CFSAM (rtdetr_fine/cfsam.py) when cross_layer: cfsam
+    "cfsam": {                        # CFSAM (rtdetr_fine/modules/cfsam.py) when cross_layer: cfsam
         "hidden_dim": 256, "num_layers": 3, "num_heads": 8, "dim_feedforward": 512, "parts": 2, "dropout": 0.0,
     },
     "ssd": {                          # detector: ssd300 (torchvision's defaults)
@@ -54,10 +54,10 @@ DEFAULTS = {
         "weight_dict": {"loss_loc": 1.0, "loss_conf": 1.0},
         "score_thresh": 0.01, "nms_thresh": 0.45, "topk_candidates": 400, "detections_per_img": 200,
     },
-    "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth.py); depth chosen at inference
+    "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth/convert.py); depth chosen at inference
         "enabled": False,
         "min_decoder_layers": None,     # decoder layers of the `min` depth; null = all the full model runs
-        "distill": True,                # train full + min by self-distillation (rtdetr_fine/distill.py); false: full only
+        "distill": True,                # train full + min by self-distillation (rtdetr_fine/anydepth/distill.py); false: full only
         "distill_weight_dict": {        # the min network's alignment terms (authors' weights)
             "loss_kd_class": 1.0, "loss_kd_bbox": 5.0, "loss_kd_giou": 2.0,
             "loss_kd_feat_backbone": 1.0, "loss_kd_feat_encoder": 1.0,
@@ -129,8 +129,8 @@ REMOVED_KEYS = {
     "decoder.feat_strides": "the decoder takes the encoder's maps as they come (encoder.feat_strides)",
 }
 OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
-ACTIVATIONS = ("relu", "silu", "gelu")                       # rtdetr_fine/layers.py get_activation
-CRITERION_LOSSES = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou")}   # rtdetr_fine/criterion.py
+ACTIVATIONS = ("relu", "silu", "gelu")                       # rtdetr_fine/nn/layers.py get_activation
+CRITERION_LOSSES = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou")}   # rtdetr_fine/rtdetr/criterion.py
 RTDETR_SIZE_DIVISIBILITY = 32                                # the coarsest feature stride (deploy.size_divisibility)
 
 
@@ -398,7 +398,7 @@ def _image_size(v, cfg):
     if sides is None or min(sides) <= 0:
         return "must be a positive integer (square) or [height, width]"
     if cfg["detector"] == "ssd300":
-        from .ssd import SSD300
+        from .ssd.model import SSD300
         if min(sides) < SSD300.min_size:
             return f"must be at least {SSD300.min_size} px for SSD300 (its VGG16 extractor's smallest input)"
         return None
@@ -605,7 +605,7 @@ RULES = {
 
 
 def _fine_choices():
-    from .fine import ATTENTION_MODES, MODULATIONS
+    from .modules.fine import ATTENTION_MODES, MODULATIONS
     return ATTENTION_MODES, MODULATIONS
 
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
-from .class_source import inference_class_set
-from .classes import apply_class_set
+from .checkpoint import inference_class_set
+from .data.classes import apply_class_set
 from .cli import check_output_file
 from .config import load_config
 

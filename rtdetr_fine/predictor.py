@@ -17,7 +17,7 @@ from .checkpoint import load_weights
 from .config import image_hw
 from .data import build_val_image_transform
 from .deploy import OUTPUT_NAMES, onnxruntime_session
-from .evaluation import to_coco_results
+from .evaluation.inference import to_coco_results
 
 # box colours by label (matplotlib's tab10), so one class keeps its colour across images
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",

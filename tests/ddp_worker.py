@@ -14,7 +14,7 @@ sys.path.insert(0, ROOT)
 import rtdetr_fine  # noqa: E402
 from rtdetr_fine import distributed as du  # noqa: E402
 from rtdetr_fine.engine import train_one_epoch  # noqa: E402
-from rtdetr_fine.optim import ModelEMA, build_optimizer, build_scheduler  # noqa: E402
+from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler  # noqa: E402
 
 
 def batches(rank, steps=3, size=96):

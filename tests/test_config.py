@@ -66,7 +66,7 @@ def test_configs_are_the_official_recipe(name):
 
 @pytest.mark.parametrize("world, expected", [(1, 16), (2, 8), (4, 4), (8, 2), (16, 1)])
 def test_total_batch_is_split_over_processes(world, expected):
-    from rtdetr_fine.loaders import describe_batch, per_process_batch_size
+    from rtdetr_fine.data.loaders import describe_batch, per_process_batch_size
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"))
     assert per_process_batch_size(cfg, world) == expected
     assert f"= 16 in total, from train_dataloader.total_batch_size" in describe_batch(cfg, world)
@@ -74,14 +74,14 @@ def test_total_batch_is_split_over_processes(world, expected):
 
 @pytest.mark.parametrize("world", [3, 5, 32])
 def test_total_batch_that_does_not_divide_is_an_error(world):
-    from rtdetr_fine.loaders import per_process_batch_size
+    from rtdetr_fine.data.loaders import per_process_batch_size
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"))
     with pytest.raises(ConfigError, match=f"total_batch_size=16 does not divide over {world} processes"):
         per_process_batch_size(cfg, world)
 
 
 def test_per_process_batch_size_overrides_and_says_so():
-    from rtdetr_fine.loaders import describe_batch, per_process_batch_size
+    from rtdetr_fine.data.loaders import describe_batch, per_process_batch_size
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["train_dataloader.batch_size=6"])
     assert per_process_batch_size(cfg, 3) == 6
     assert describe_batch(cfg, 3).startswith("batch: 6 per process x 3 process(es) = 18 in total")

@@ -13,7 +13,7 @@ from torchvision.ops import box_iou
 
 import rtdetr_fine
 from helpers import ROOT, config_path, run_script
-from rtdetr_fine.analysis import ap_by_size, count_false_positives
+from rtdetr_fine.evaluation.analysis import ap_by_size, count_false_positives
 from rtdetr_fine.evaluation import COCO_STAT_NAMES, coco_bbox_eval, load_coco_gt
 
 DEMO = config_path("demo/rtdetr_r18_fine_shapes.yml")

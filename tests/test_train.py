@@ -130,8 +130,8 @@ def test_unknown_override_key_is_named(capsys):
 
 
 def test_resume_on_data_with_another_class_set_names_both(tmp_path):
-    from rtdetr_fine.classes import ClassSet
-    from rtdetr_fine.training_state import restore_training
+    from rtdetr_fine.data.classes import ClassSet
+    from rtdetr_fine.engine.training_state import restore_training
     path = tmp_path / "last.pth"
     torch.save({"model": {}, "optimizer": {}, "lr_scheduler": {}, "epoch": 0,
                 "classes": ClassSet(3, (3, 17, 90), ("a", "b", "c")).to_dict()}, path)

@@ -32,8 +32,8 @@ eager latency n/a).
 What is measured:
   * params: all parameters of the detector (deploy mode: RepVGG blocks fused); any-depth
     models: the parameters the depth runs (anydepth.count_depth_params), all in params_total.
-  * GFLOPs: rtdetr_fine.flops.count_flops, 2 x multiply-accumulates of matrix
-    products and convolutions, attention included (see rtdetr_fine/flops.py).
+  * GFLOPs: rtdetr_fine.evaluation.flops.count_flops, 2 x multiply-accumulates of matrix
+    products and convolutions, attention included (see rtdetr_fine/evaluation/flops.py).
   * latency: median (and min) wall time of `--runs` single-image inferences after
     `--warmup` ones; model + post-processor, i.e. what export_onnx.py (rtdetr_fine/deploy.py) exports.
     Steady state: the models take turns in blocks of `--block` consecutive runs,
@@ -64,7 +64,7 @@ from rtdetr_fine import cli, deploy
 from rtdetr_fine.anydepth import (benchmark_depths, count_depth_params, depth_spec, depth_tag, is_anydepth,
                                   layout_of, set_depth)
 from rtdetr_fine.config import image_hw, load_config
-from rtdetr_fine.flops import count_flops, count_params
+from rtdetr_fine.evaluation.flops import count_flops, count_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,7 +4,7 @@
     python tools/cfsam_cost.py -c configs/ssd300.yml configs/ssd300_cfsam.yml
 
 Each config is measured at its val_dataloader.image_size, in eval mode (no weights needed; random
-init), with rtdetr_fine.flops.count_flops: 2 x multiply-accumulates, attention included. The CFSAM
+init), with rtdetr_fine.evaluation.flops.count_flops: 2 x multiply-accumulates, attention included. The CFSAM
 paper's "GFLOPs" are multiply-accumulates, so the G MAC column is the one to hold against it.
 No timing here (see tools/benchmark.py for latency).
 """
@@ -16,7 +16,7 @@ import torch
 
 import rtdetr_fine
 from rtdetr_fine import cli
-from rtdetr_fine.flops import count_flops, count_params
+from rtdetr_fine.evaluation.flops import count_flops, count_params
 
 CONFIGS = ("configs/ssd300.yml", "configs/ssd300_cfsam.yml", "configs/ssd300_coco.yml",
            "configs/ssd300_cfsam_coco.yml", "configs/rtdetr_r18.yml", "configs/rtdetr_r18_fine.yml",

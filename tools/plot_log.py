@@ -5,7 +5,7 @@
 
 A log is train.py's log.txt: one JSON record per epoch ("epoch" from 0, "val_AP" in [0, 1],
 "train_loss" and its terms). AP is drawn in % after epoch 1, 2, ... (record "epoch" + 1), the way
-the reference curves (rtdetr_fine/reference.py, from the authors' logs, not measured here) count.
+the reference curves (rtdetr_fine/evaluation/reference.py, from the authors' logs, not measured here) count.
 A resumed run may repeat epochs in its log: the last record of an epoch is used.
 """
 import argparse
@@ -18,7 +18,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from rtdetr_fine import cli  # noqa: E402
-from rtdetr_fine.reference import REFERENCE_CURVES, reference_curves  # noqa: E402
+from rtdetr_fine.evaluation.reference import REFERENCE_CURVES, reference_curves  # noqa: E402
 
 LOSS_TERMS = ("train_loss_vfl", "train_loss_bbox", "train_loss_giou")   # the last decoder layer's terms
 

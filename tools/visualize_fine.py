@@ -30,8 +30,8 @@ import torch  # noqa: E402
 import rtdetr_fine  # noqa: E402
 from rtdetr_fine import cli  # noqa: E402
 from rtdetr_fine.checkpoint import load_weights  # noqa: E402
-from rtdetr_fine.class_source import inference_class_set  # noqa: E402
-from rtdetr_fine.classes import apply_class_set  # noqa: E402
+from rtdetr_fine.checkpoint import inference_class_set  # noqa: E402
+from rtdetr_fine.data.classes import apply_class_set  # noqa: E402
 from rtdetr_fine.config import ConfigError  # noqa: E402
 from rtdetr_fine.data import build_val_image_transform  # noqa: E402
 from rtdetr_fine.data.image_io import load_rgb_image  # noqa: E402

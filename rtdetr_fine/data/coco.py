@@ -11,8 +11,8 @@ import torch
 from pycocotools.coco import COCO
 from torchvision import tv_tensors
 
-from ..classes import AUTO, class_set_from_categories
-from ..coco_ids import COCO_CATEGORY_TO_LABEL, COCO_LABEL_TO_CATEGORY
+from .classes import AUTO, class_set_from_categories
+from .coco_ids import COCO_CATEGORY_TO_LABEL, COCO_LABEL_TO_CATEGORY
 from .image_io import load_rgb_image
 
 logger = logging.getLogger(__name__)

@@ -242,7 +242,7 @@ def test_remap_with_a_non_coco_id_suggests_auto(tmp_path):
 
 def test_given_class_set_labels_a_file_with_fewer_categories(tmp_path):
     """A val file that lists a subset of the training categories keeps the training labels."""
-    from rtdetr_fine.classes import ClassSet
+    from rtdetr_fine.data.classes import ClassSet
     train_classes = ClassSet(3, (3, 17, 90), ("square", "triangle", "circle"))
     folder, ann_file = write_set(tmp_path, annotations=[ann(1, [1, 1, 4, 4], 90), ann(2, [2, 2, 4, 4], 17)],
                                  categories=[{"id": 90, "name": "circle"}, {"id": 17, "name": "triangle"}])

@@ -12,7 +12,7 @@ from helpers import ROOT
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 plot_log = pytest.importorskip("plot_log")
 
-from rtdetr_fine.reference import REFERENCE_CURVES  # noqa: E402
+from rtdetr_fine.evaluation.reference import REFERENCE_CURVES  # noqa: E402
 
 
 def write_log(path, records):

@@ -1,0 +1,3 @@
+"""Building blocks shared by the detector families and the papers' modules: conv-norm layers and
+MLPs (layers.py), 2-D sin-cos position embeddings (position_encoding.py) and multi-scale
+deformable attention (deformable_attention.py)."""
