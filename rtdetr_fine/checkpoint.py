@@ -13,6 +13,7 @@ from .anydepth.norms import init_skip_norms_from_main
 from .data.classes import AUTO, ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from .data.coco import read_coco_json
 from .data.loaders import config_ann_file
+from .layouts import to_our_layout
 from .rtdetr.backbone import ARCH
 
 
@@ -121,22 +122,11 @@ def extract_state_dict(ckpt, prefer_ema=True):
                      f"(top-level keys: {sorted(ckpt)[:10]})")
 
 
-# Other layouts of the same weights: (prefix in the checkpoint, prefix in this model).
-PREFIX_RENAMES = (
-    ("module.", ""),                                  # saved from a DistributedDataParallel wrapper
-    ("encoder.sa_cross_attn.", "encoder.fine."),      # the FINE authors' RT-DETR (HyungseopLee/FINE-FPN)
-)
-
-
 def canonical_names(state):
-    """A state dict with the names this model uses (see PREFIX_RENAMES)."""
-    out = {}
-    for name, value in state.items():
-        for old, new in PREFIX_RENAMES:
-            if name.startswith(old):
-                name = new + name[len(old):]
-        out[name] = value
-    return out
+    """A state dict with the names this repo's models use: without the `module.` prefix of a
+    DistributedDataParallel save, and mapped from a foreign layout (layouts/) when it is in one."""
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return to_our_layout(state)[0]
 
 
 CLASS_HEAD = re.compile(r"(^|\.)(enc_score_head|dec_score_head|denoising_class_embed|classification_head)\.")

@@ -74,15 +74,6 @@ def test_missing_or_corrupt_checkpoint_names_the_file(tmp_path, small_models):
         load_weights(model, str(bad))
 
 
-def test_canonical_names_map_ddp_and_fine_authors_layouts():
-    from rtdetr_fine.checkpoint import canonical_names
-    t = torch.zeros(1)
-    state = {"module.encoder.sa_cross_attn.1.q_proj.weight": t, "encoder.sa_cross_attn.0.attn_norm.weight": t,
-             "decoder.enc_output.0.weight": t}
-    assert list(canonical_names(state)) == ["encoder.fine.1.q_proj.weight", "encoder.fine.0.attn_norm.weight",
-                                            "decoder.enc_output.0.weight"]
-
-
 # ---------------------------------------------------------------- hostile inputs (issue 16)
 
 @pytest.fixture(scope="module")

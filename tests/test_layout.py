@@ -14,7 +14,7 @@ TOP_LEVEL = {"__init__", "config", "build", "checkpoint", "cli", "deploy", "pred
 # imports a family.
 RANK = {
     "config": 0, "cli": 0, "distributed": 0,
-    "nn": 1, "data": 1,
+    "nn": 1, "data": 1, "layouts": 1,
     "modules": 2, "evaluation": 2,
     "rtdetr": 3, "ssd": 3,
     "anydepth": 4,
@@ -96,7 +96,7 @@ def test_late_lookups_are_only_inside_functions():
 
 def test_tests_mirror_the_package():
     tests = os.path.join(ROOT, "tests")
-    for unit in ("rtdetr", "ssd", "modules", "anydepth", "data", "engine", "evaluation"):
+    for unit in ("rtdetr", "ssd", "modules", "anydepth", "data", "engine", "evaluation", "layouts"):
         names = os.listdir(os.path.join(tests, unit))
         assert any(re.fullmatch(r"test_\w+\.py", n) for n in names), f"tests/{unit}/ has no tests"
 
