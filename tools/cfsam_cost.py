@@ -1,6 +1,6 @@
 """Parameters and GFLOPs of SSD300 / RT-DETR with and without CFSAM: the CFSAM paper's Table 4 columns.
 
-    python tools/cfsam_cost.py                          # the README table
+    python tools/cfsam_cost.py                          # the table in docs/cfsam_ssd300.md
     python tools/cfsam_cost.py -c configs/ssd300.yml configs/ssd300_cfsam.yml
 
 Each config is measured at its val_dataloader.image_size, in eval mode (no weights needed; random

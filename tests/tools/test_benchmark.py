@@ -1,6 +1,8 @@
-"""tools/benchmark.py run in-process with tiny settings: outputs written, FLOP ordering of Table 3."""
+"""tools/benchmark.py run in-process with tiny settings: outputs written, FLOP ordering of Table 3;
+the pieces of tools/benchmarking/ (timing, ratios, the --compare rows) on their own."""
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -11,6 +13,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 pytest.importorskip("onnxruntime")
 pytest.importorskip("matplotlib")
 benchmark = pytest.importorskip("benchmark")
+from benchmarking import configs, papers, timing  # noqa: E402  (tools/ is on sys.path)
+from benchmarking.report import add_ratios, reference_indices  # noqa: E402
 
 RESULT_FIELDS = {"name", "config", "params", "gflops", "eager_ms", "eager_min_ms", "ort_ms", "ort_min_ms",
                  "eager_peak_mib", "ort_peak_mib", "ratios"}
@@ -67,10 +71,18 @@ def test_no_eager_times_onnxruntime_only(tmp_path):
     assert "| rtdetr_r18 |" in (tmp_path / "benchmark.md").read_text()
 
 
+def test_help_runs_from_another_folder(tmp_path):
+    """The script finds its own package (tools/benchmarking) and the repo's wherever it is started."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "benchmark.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--anydepth" in done.stdout and "python tools/benchmark.py --ablation" in done.stdout
+
+
 def test_time_in_blocks_runs_each_model_in_blocks_after_an_untimed_call():
     calls = []
     fns = [lambda: calls.append("a"), lambda: calls.append("b")]
-    samples = benchmark.time_in_blocks(fns, runs=5, warmup=1, block=2)
+    samples = timing.time_in_blocks(fns, runs=5, warmup=1, block=2)
     assert [len(s) for s in samples] == [5, 5]
     assert all(t >= 0 for s in samples for t, *_ in s)
     assert [index for *_, index in samples[0]] == [0, 0, 1, 1, 2]
@@ -88,9 +100,9 @@ def test_paired_ratio_follows_a_drifting_machine():
         between = (speed[2 * block] + speed[2 * block + 2]) / 2
         candidate += [(0.103 * between, 0.0, block)] * 3
     reference += [(0.1 * speed[6], 0.0, 3)] * 3
-    assert benchmark.paired_ratio(reference, candidate) == pytest.approx(1.03)
+    assert timing.paired_ratio(reference, candidate) == pytest.approx(1.03)
     noisy = [(0.5, 1.0, 0)] + candidate[1:3]              # a run with other CPU load is left out of its block
-    assert benchmark.paired_ratio(reference, noisy) == pytest.approx(candidate[1][0] / 0.125)
+    assert timing.paired_ratio(reference, noisy) == pytest.approx(candidate[1][0] / 0.125)
 
 
 @pytest.mark.parametrize("item, message", [("x=/no/such.onnx", "file not found"), ("=model.onnx", "NAME=PATH")])
@@ -149,8 +161,8 @@ def test_ratios_are_against_the_first_row_of_each_family_and_paper_figures_again
             {"name": "SSD300", "family": "ssd300", "params": 26e6, "gflops": 63.0, "ort_ms": 200.0},
             {"name": "SSD300 + CFSAM", "family": "ssd300", "params": 45e6, "gflops": 90.0, "ort_ms": 250.0},
             {"name": "external", "family": None, "params": None, "gflops": None, "ort_ms": 110.0}]
-    assert benchmark.reference_indices(rows) == [0, 0, 2, 2, 0]
-    results = benchmark.add_paper_figures(benchmark.add_ratios(rows))
+    assert reference_indices(rows) == [0, 0, 2, 2, 0]
+    results = papers.add_paper_figures(add_ratios(rows))
     by_name = {r["name"]: r for r in results}
     assert by_name["SSD300 + CFSAM"]["ratios"] == pytest.approx(
         {"params": 45 / 26, "gflops": 90 / 63, "ort_ms": 1.25, "reference": "SSD300"})
@@ -173,18 +185,18 @@ def compare_report(tmp_path_factory):
     val_dataloader.image_size 160 for RT-DETR and 268 for SSD300 (the smallest its VGG16 extractor takes)."""
     out_dir = tmp_path_factory.mktemp("compare")
     rows = []
-    for name, path in benchmark.COMPARE:
+    for name, path in configs.COMPARE:
         small = out_dir / os.path.basename(path)
         size = 268 if "ssd300" in path else 160
         small.write_text(f"__include__: {os.path.join(ROOT, path)}\nval_dataloader:\n  image_size: {size}\n")
         rows.append((name, str(small)))
-    saved = benchmark.COMPARE
-    benchmark.COMPARE = tuple(rows)
+    saved = configs.COMPARE
+    configs.COMPARE = tuple(rows)
     try:
         benchmark.run(benchmark.parse_args(["--compare", "--runs", "1", "--warmup", "0", "--block", "1",
                                             "--no-eager", "--out-dir", str(out_dir)]), log=lambda *a: None)
     finally:
-        benchmark.COMPARE = saved
+        configs.COMPARE = saved
     return out_dir
 
 
@@ -192,7 +204,7 @@ def test_compare_runs_each_config_at_its_own_size_against_its_family_baseline(co
     data = json.loads((compare_report / "benchmark.json").read_text())
     assert data["settings"]["input_size"] is None
     rows = {r["name"]: r for r in data["results"]}
-    assert list(rows) == [name for name, _ in benchmark.COMPARE]
+    assert list(rows) == [name for name, _ in configs.COMPARE]
     for name, r in rows.items():
         ssd = name.startswith("SSD300")
         assert r["family"] == ("ssd300" if ssd else "rtdetr")
@@ -202,7 +214,7 @@ def test_compare_runs_each_config_at_its_own_size_against_its_family_baseline(co
     assert rows["SSD300"]["ratios"]["gflops"] == 1.0 and rows["R18"]["ratios"]["gflops"] == 1.0
     assert rows["SSD300 + CFSAM"]["ratios"]["ort_ms"] == pytest.approx(
         rows["SSD300 + CFSAM"]["ort_ms"] / rows["SSD300"]["ort_ms"])
-    # SSD300 (VOC, 21 outputs) is the paper's network: 26.29M parameters (README)
+    # SSD300 (VOC, 21 outputs) is the paper's network: 26.29M parameters (docs/cfsam_ssd300.md)
     assert rows["SSD300"]["params"] == 26_285_486
     assert rows["SSD300 + CFSAM"]["ratios"]["params"] == pytest.approx(45_375_918 / 26_285_486)
     assert rows["R18 + CFSAM"]["ratios"]["gflops"] > rows["R18 + FINE quadratic"]["ratios"]["gflops"] > 1
