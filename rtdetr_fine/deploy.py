@@ -94,7 +94,7 @@ def fixed_size_forms(model: nn.Module):
     The backbone's shortcut AvgPool2d(2, 2, ceil_mode=True) is traced with ceil_mode=False:
     its inputs are at strides 4, 8 and 16 of an input that is a multiple of 32, so they have
     even sizes and ceil_mode changes nothing, but onnxruntime runs ceil_mode pooling outside
-    its blocked convolution layout (measured gain: README, "Export").
+    its blocked convolution layout (measured gain: docs/benchmark.md, "The deploy-time forms").
     torch's fused fast path of nn.TransformerEncoderLayer / nn.MultiheadAttention (CFSAM) is
     switched off while tracing: its kernels have no ONNX form; the regular path computes the same.
     """

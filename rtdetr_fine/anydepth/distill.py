@@ -21,7 +21,7 @@ re-implemented here. Every iteration, on the same images:
 * gap: global average pooling of each level, the levels concatenated along channels, then one
   softmax over all channels ([B, sum C]); KL averaged over the batch.
 
-Where this differs from the authors' code (see README, "Any-depth RT-DETR"):
+Where this differs from the authors' code (see docs/anydepth.md):
 * class term: the authors average the pointwise KL over classes and scale by the number of
   queries (their VFL normalisation): Q / C times the KL of the two distributions. We use the KL
   itself (summed over classes) per pair, / N, with weight 1 as the issue states.

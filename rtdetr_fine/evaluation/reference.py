@@ -1,7 +1,7 @@
 """The FINE authors' per-epoch COCO val AP of their own runs, for comparing curves (not measured here).
 
 Source: the training logs of the FINE paper's authors, R18 1x (12 epochs) on COCO 2017; AP in % after
-epochs 1..12. tools/plot_log.py overlays these curves; the README's reference table uses the same numbers.
+epochs 1..12. tools/plot_log.py overlays these curves; docs/training.md's reference table uses the same numbers.
 """
 
 REFERENCE_CURVES = {

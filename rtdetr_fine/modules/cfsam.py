@@ -36,7 +36,7 @@ multiply-accumulates: torchvision's SSD300 has 62.75 GFLOPs at 2 x MAC = 31.37 G
 paper's 31.37, and 26,285,486 parameters, the paper's 26.29M). With these choices SSD300 + CFSAM
 has 45,375,918 parameters (paper: 45.16M) and 45.24 G MAC (paper: 45.22); the module's 19.09M
 parameters are mostly the 3x3 convs of the two large maps (11.8M). Measured with
-rtdetr_fine.flops (README, "CFSAM and SSD300").
+rtdetr_fine.evaluation.flops (docs/cfsam_ssd300.md).
 """
 from typing import Sequence
 
