@@ -6,6 +6,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+# the shared conformance fixtures (README there), beside the repository as in CI: ../shared/conformance
+CONFORMANCE = os.path.join(os.path.dirname(ROOT), "shared", "conformance")
 
 
 def config_path(name):
