@@ -170,7 +170,7 @@ def run(args, log=print):
     if not 0.0 <= args.score_threshold <= 1.0:
         raise PredictError(f"--score-threshold must be in [0, 1], got {args.score_threshold}")
     for flag, path in (("-r", args.resume), ("--onnx", args.onnx)):
-        if path and not os.path.isfile(path):
+        if path and not os.path.isfile(path) and not (flag == "-r" and os.path.isdir(path)):   # or a transformers folder
             raise PredictError(f"{flag} file not found: {path}")
     if not args.resume and not args.onnx:
         raise PredictError("give the weights: -r CKPT (PyTorch) or --onnx MODEL.onnx")

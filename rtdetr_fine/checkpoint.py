@@ -3,17 +3,21 @@ class set a run uses (the checkpoint's, else the annotation file's, else COCO's)
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import tempfile
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file as load_safetensors
 
 from .anydepth.norms import init_skip_norms_from_main
 from .data.classes import AUTO, ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from .data.coco import read_coco_json
 from .data.loaders import config_ann_file
 from .layouts import to_our_layout
+from .layouts import transformers as hf_layout
 from .rtdetr.backbone import ARCH
 
 
@@ -38,10 +42,14 @@ def save_atomic(obj, path):
 
 
 def read_checkpoint(path):
-    """torch.load with weights_only=True. Errors name the file and say what is wrong with it
-    (missing, empty, not a checkpoint, truncated, holding pickled objects) in one message."""
-    check_checkpoint_file(path)
+    """torch.load with weights_only=True; a transformers checkpoint (a save_pretrained folder or its
+    .safetensors file) is read with safetensors instead, as the bare state dict it is. Errors name the
+    file and say what is wrong with it (missing, empty, not a checkpoint, truncated, holding pickled
+    objects) in one message."""
+    path, kind = locate_checkpoint(path)
     try:
+        if kind == "safetensors":
+            return load_safetensors(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types; re-raised naming the file and the reason
         raise ValueError(f"cannot read checkpoint {path}: {load_failure_reason(e)}") from None
@@ -49,25 +57,77 @@ def read_checkpoint(path):
 
 def check_checkpoint_file(path) -> None:
     """The cheap checks of read_checkpoint, without loading: the file exists, is readable, is not empty
-    and starts like a torch.save file. For the command lines to fail before they build anything."""
+    and starts like a torch.save or safetensors file. For the command lines to fail before they build anything."""
+    locate_checkpoint(path)
+
+
+def locate_checkpoint(path) -> tuple:
+    """(the file to read, 'torch' | 'safetensors') after the cheap checks. A folder is a transformers
+    checkpoint (transformers_weights_file); a file is told by its first bytes, not its name."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"checkpoint {path} is a directory, not a .pth file")
+        path = transformers_weights_file(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with open(path, "rb") as f:
-            head = f.read(4)
+            head, size = f.read(9), os.fstat(f.fileno()).st_size
     except OSError as e:
         raise OSError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     if not head:
         raise ValueError(f"checkpoint {path} is empty (0 bytes): an interrupted copy or download?")
-    if head != ZIP_MAGIC and head[:1] != PICKLE_MAGIC:
-        raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
-                         f"with the bytes {head!r})")
+    if head[:4] == ZIP_MAGIC or head[:1] == PICKLE_MAGIC:
+        return path, "torch"
+    if _safetensors_header_fits(head, size):
+        return path, "safetensors"
+    if path.endswith(".safetensors"):
+        raise ValueError(f"{path} is not a readable safetensors file: its header is truncated or corrupt; "
+                         "copy or download it again")
+    raise ValueError(f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive; this file starts "
+                     f"with the bytes {head[:4]!r}) nor a safetensors file")
 
 
 ZIP_MAGIC = b"PK\x03\x04"   # torch.save's format since PyTorch 1.6
 PICKLE_MAGIC = b"\x80"       # the legacy format starts with a pickle protocol byte
+
+
+def _safetensors_header_fits(head: bytes, size: int) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then that many bytes of JSON ('{...')."""
+    length = int.from_bytes(head[:8], "little")
+    return len(head) == 9 and head[8:] == b"{" and 2 <= length <= size - 8
+
+
+def transformers_weights_file(folder) -> str:
+    """A transformers checkpoint folder (save_pretrained's, or a hub download: config.json +
+    model.safetensors) -> its model.safetensors, once config.json, where there, names RT-DETR v1.
+    Errors name the folder and say what it holds."""
+    weights = os.path.join(folder, hf_layout.WEIGHTS_FILE)
+    config = os.path.join(folder, hf_layout.CONFIG_FILE)
+    if os.path.isfile(config):
+        check_transformers_config(config)
+    if os.path.isfile(weights):
+        return weights
+    held = sorted(os.listdir(folder))
+    listing = ", ".join(held[:8]) + (", ..." if len(held) > 8 else "") if held else "nothing"
+    if os.path.isfile(config):
+        raise FileNotFoundError(f"transformers checkpoint {folder} has no {hf_layout.WEIGHTS_FILE} (it holds "
+                                f"{listing}); the weights are read from that file only, the one save_pretrained "
+                                "writes and the hub holds")
+    raise IsADirectoryError(f"checkpoint {folder} is a directory, neither a .pth file nor a transformers checkpoint "
+                            f"folder ({hf_layout.CONFIG_FILE} + {hf_layout.WEIGHTS_FILE}); it holds {listing}")
+
+
+def check_transformers_config(path) -> None:
+    """config.json must describe transformers' RT-DETR v1 (its "architectures"; a file without them passes)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    architectures = config.get("architectures") if isinstance(config, dict) else None
+    if architectures and hf_layout.ARCHITECTURE not in architectures:
+        raise ValueError(f"{path} describes a transformers {', '.join(map(str, architectures))} (model_type "
+                         f"{config.get('model_type')!r}), not RT-DETR v1 ({hf_layout.ARCHITECTURE}), the one "
+                         "transformers model whose weights map onto this repo's")
 
 
 def load_failure_reason(error: Exception) -> str:
@@ -81,6 +141,8 @@ def load_failure_reason(error: Exception) -> str:
     unpickler = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
     if unpickler:
         return f"not a valid checkpoint (unpickling failed: {unpickler.group(1).strip()}): corrupt, or not torch.save's"
+    if isinstance(error, SafetensorError):
+        return f"the file is truncated or corrupt ({text.strip()}); copy or download it again"
     if isinstance(error, EOFError) or "PytorchStreamReader" in text or "zip archive" in text:
         detail = text.split(". ")[0].replace("PytorchStreamReader failed reading zip archive: ", "")
         return f"the file is truncated or corrupt ({detail or 'unexpected end of file'}); copy or download it again"
@@ -204,7 +266,8 @@ def _class_count(state: dict):
 
 
 def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
-    """Load a checkpoint into `model`.
+    """Load a checkpoint into `model`: a .pth file (ours, the official one, any layout in layouts/) or a
+    transformers RT-DETR checkpoint (a save_pretrained folder or hub download, or its .safetensors file).
 
     strict (default): every name and shape must match. A mismatch is a CheckpointMismatchError that
     says what the checkpoint looks like next to what the config builds (backbone depth, FINE,
@@ -214,10 +277,13 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
     initialisation); tensors the checkpoint lacks (e.g. FINE on an official RT-DETR checkpoint)
     keep their initialisation; any other difference (another backbone, encoder or decoder) is refused
     with the same description, not skipped.
-    Returns which weights were loaded ('ema', 'model' or 'state_dict').
+    Returns which weights were loaded ('ema', 'model' or 'state_dict'; a transformers file is a state dict).
     """
     state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
-    state = canonical_names(state)
+    try:
+        state = canonical_names(state)
+    except ValueError as e:   # a foreign layout that refuses what it holds (layouts/)
+        raise ValueError(f"checkpoint {path}: {e}") from None
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]

@@ -134,7 +134,7 @@ def parse_args(argv=None):
 
 def run(args, log=print):
     for what, path in (("image", args.image), ("checkpoint", args.resume)):
-        if not os.path.isfile(path):
+        if not os.path.isfile(path) and not (what == "checkpoint" and os.path.isdir(path)):   # or a transformers folder
             raise VisualizeError(f"{what} not found: {path}")
     if args.channels < 0:
         raise VisualizeError(f"--channels must be >= 0, got {args.channels}")
