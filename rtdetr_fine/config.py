@@ -18,6 +18,7 @@ COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768,
 
 DETECTORS = ("rtdetr", "ssd300")
 CROSS_LAYER_MODULES = ("cfsam",)
+EVAL_METRICS = ("coco", "voc07", "voc")   # evaluator.metric (rtdetr_fine/evaluation/metric.py)
 OPTIMIZERS = ("AdamW", "SGD")
 
 DEFAULTS = {
@@ -76,6 +77,7 @@ DEFAULTS = {
         "matcher": {"cost_class": 2.0, "cost_bbox": 5.0, "cost_giou": 2.0, "alpha": 0.25, "gamma": 2.0},
     },
     "postprocessor": {"num_top_queries": 300},
+    "evaluator": {"metric": "coco"},  # coco | voc07 | voc: eval.py's default --metric and what picks train.py's best.pth
     "train_dataloader": {
         "dataset": {"img_folder": "data/coco/train2017", "ann_file": "data/coco/annotations/instances_train2017.json",
                     "exif_transpose": False},   # COCO boxes refer to the stored pixels: EXIF orientation not applied
@@ -559,6 +561,7 @@ RULES = {
     "criterion.matcher.alpha": _PROBABILITY,
     "criterion.matcher.gamma": _NON_NEGATIVE,
     "postprocessor.num_top_queries": _int(1),
+    "evaluator.metric": _one_of(*EVAL_METRICS),
     "train_dataloader.dataset.img_folder": _text,
     "train_dataloader.dataset.ann_file": _text,
     "train_dataloader.dataset.exif_transpose": _boolean,
