@@ -76,7 +76,7 @@ def build_cross_layer(cfg: dict, in_channels):
 
 def build_ssd300(cfg: dict) -> SSD300:
     """torchvision's SSD300 (num_classes + 1 outputs, background first), CFSAM before its head if set."""
-    ssd = build_torchvision_ssd300(num_classes(cfg), cfg["backbone"]["pretrained"])
+    ssd = build_torchvision_ssd300(num_classes(cfg), cfg["backbone"]["pretrained"], cfg["ssd"]["fc_init"])
     return SSD300(ssd, build_cross_layer(cfg, head_in_channels(ssd)))
 
 

@@ -54,6 +54,7 @@ DEFAULTS = {
         "iou_thresh": 0.5, "positive_fraction": 0.25,          # matching; hard negatives 3:1
         "weight_dict": {"loss_loc": 1.0, "loss_conf": 1.0},
         "score_thresh": 0.01, "nms_thresh": 0.45, "topk_candidates": 400, "detections_per_img": 200,
+        "fc_init": "random",          # reduced_vgg16 (the SSD paper) | random: fc6/fc7 when backbone.pretrained loads VGG16
     },
     "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth/convert.py); depth chosen at inference
         "enabled": False,
@@ -534,6 +535,7 @@ RULES = {
     "ssd.nms_thresh": _PROBABILITY,
     "ssd.topk_candidates": _int(1),
     "ssd.detections_per_img": _int(1),
+    "ssd.fc_init": lambda v, cfg=None: _one_of(*_ssd_fc_inits())(v),
     "decoder.hidden_dim": _int(1),
     "decoder.num_queries": _int(1),
     "decoder.feat_channels": _list_of(_int(1), "positive integers", min_len=1),
@@ -610,6 +612,11 @@ RULES = {
 def _fine_choices():
     from .modules.fine import ATTENTION_MODES, MODULATIONS
     return ATTENTION_MODES, MODULATIONS
+
+
+def _ssd_fc_inits():
+    from .ssd.pretrained import FC_INITS
+    return FC_INITS
 
 
 def leaf_keys(tree: dict, prefix: str = "") -> list:
