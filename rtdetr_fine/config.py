@@ -49,6 +49,8 @@ DEFAULTS = {
     },
     "cfsam": {                        # CFSAM (rtdetr_fine/modules/cfsam.py) when cross_layer: cfsam
         "hidden_dim": 256, "num_layers": 3, "num_heads": 8, "dim_feedforward": 512, "parts": 2, "dropout": 0.0,
+        "components": "full",         # full | lfe_gfe | lfe: the CFSAM paper's Table 5 rows (modules/cfsam.py)
+        "maps": None,                 # null: every map; [i, ...]: only these maps (Table 6), the others pass through
     },
     "ssd": {                          # detector: ssd300 (torchvision's defaults)
         "iou_thresh": 0.5, "positive_fraction": 0.25,          # matching; hard negatives 3:1
@@ -527,6 +529,8 @@ RULES = {
     "cfsam.dim_feedforward": _int(1),
     "cfsam.parts": _int(1),
     "cfsam.dropout": _DROPOUT,
+    "cfsam.components": lambda v, cfg=None: _one_of(*_cfsam_components())(v),
+    "cfsam.maps": lambda v, cfg: _cfsam_maps(v, cfg),
     "ssd.iou_thresh": _PROBABILITY,
     "ssd.positive_fraction": _number(0, 1, low_open=True),
     "ssd.weight_dict.loss_loc": _NON_NEGATIVE,
@@ -614,9 +618,28 @@ def _fine_choices():
     return ATTENTION_MODES, MODULATIONS
 
 
+def _cfsam_components():
+    from .modules.cfsam import COMPONENTS
+    return COMPONENTS
+
+
 def _ssd_fc_inits():
     from .ssd.pretrained import FC_INITS
     return FC_INITS
+
+
+def _cfsam_maps(v, cfg):
+    """null, or increasing indices of the maps the head reads (SSD300: 6; RT-DETR: one per decoder.feat_channels)."""
+    if v is None:
+        return None
+    if cfg["detector"] == "ssd300":
+        from .ssd.model import SSD300
+        count, maps = SSD300.num_maps, "SSD300's prediction maps (38, 19, 10, 5, 3, 1 at 300 px)"
+    else:
+        count, maps = len(cfg["decoder"]["feat_channels"]), "the maps of decoder.feat_channels"
+    if isinstance(v, list) and v and all(_is_int(i) and 0 <= i < count for i in v) and v == sorted(set(v)):
+        return None
+    return f"must be null (every map) or a list of increasing indices 0..{count - 1} of {maps}"
 
 
 def leaf_keys(tree: dict, prefix: str = "") -> list:
