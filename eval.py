@@ -1,8 +1,11 @@
-"""Evaluate a checkpoint on the val set of a config: COCO bbox metrics and the FINE paper's Fig. 4 analyses.
+"""Evaluate a checkpoint on the val set of a config: COCO bbox metrics, the FINE paper's Fig. 4 analyses
+and the config's metric (COCO AP or VOC mAP) with AP per class; or score a saved detections file.
 
     python eval.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth
     python eval.py -c configs/rtdetr_r18.yml -r rtdetr_r18vd_dec3_6x_coco_from_paddle.pth \\
         --output-json r18.json --save-detections r18_dets.json
+    python eval.py -c configs/ssd300_cfsam.yml -r output/ssd300_cfsam_voc/best.pth     # VOC07 mAP, AP per class
+    python eval.py -c configs/ssd300_cfsam.yml --detections dets.json --metric voc     # re-score, no model run
     torchrun --nproc_per_node 4 eval.py -c CONFIG -r CKPT            # DDP: predictions gathered, scored once
     python eval.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/last.pth --max-images 10
     python eval.py -c configs/rtdetr_r50_anydepth.yml -r CKPT --depth full min "backbone=1,0,1,1 neck=1 decoder=4"
@@ -12,8 +15,13 @@ else a bare state dict; official RT-DETR checkpoints load as they are. The heade
 Detections carry the val file's category ids, mapped from the model's labels with the class set the
 checkpoint records (train.py writes it), else with the val file's categories (rtdetr_fine/data/classes.py).
 Reports the 12 COCO numbers, false positives per image at score >= 0.5 (Fig. 4 left) and AP by object
-size (Fig. 4 right); see rtdetr_fine/evaluation/analysis.py for the exact definitions. Any-depth configs: one such
-report per --depth (params run and GFLOPs at that depth, then the tables).
+size (Fig. 4 right); see rtdetr_fine/evaluation/analysis.py for the exact definitions. Then the metric
+(--metric, default the config's evaluator.metric): coco, or voc07 / voc (the VOC devkit's 11-point /
+all-point AP, rtdetr_fine/evaluation/voc_eval.py), with AP per class as a table and in the JSON
+(`per_class`; VOC metrics add `mAP`). Any-depth configs: one such report per --depth (params run and
+GFLOPs at that depth, then the tables).
+--detections FILE scores a COCO results file (what --save-detections writes) against the config's val
+annotation file (-u val_dataloader.dataset.ann_file=... to change it) without building a model.
 --output-json / --save-detections are checked before the evaluation starts; a failed write of one
 file does not keep the others from being written. Errors (config, data,
 checkpoint, paths) end as one line on stderr with exit code 1 (rtdetr_fine/cli.py).
@@ -33,11 +41,15 @@ from rtdetr_fine.anydepth import (count_depth_params, depth_spec, depth_tag, des
 from rtdetr_fine.evaluation.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
 from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
 from rtdetr_fine.checkpoint import recorded_class_set
+from rtdetr_fine.config import EVAL_METRICS
 from rtdetr_fine.data.classes import apply_class_set
+from rtdetr_fine.data.coco import read_coco_json
 from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
+from rtdetr_fine.evaluation.coco_eval import read_coco_results
 from rtdetr_fine.evaluation.flops import count_flops, count_params
-from rtdetr_fine.data.loaders import build_val_loader, check_data_paths, prepare_demo_data
+from rtdetr_fine.evaluation.metric import format_per_class, score_detections
+from rtdetr_fine.data.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
 
 SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
 
@@ -45,7 +57,11 @@ SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line sum
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", required=True, help="YAML config (its val_dataloader is evaluated)")
-    p.add_argument("-r", "--resume", required=True, metavar="CKPT", help="checkpoint to evaluate")
+    p.add_argument("-r", "--resume", metavar="CKPT", help="checkpoint to evaluate (or --detections)")
+    p.add_argument("--detections", metavar="FILE",
+                   help="score this COCO results file (e.g. from --save-detections) instead of running a model")
+    p.add_argument("--metric", choices=EVAL_METRICS,
+                   help="coco | voc07 | voc (the VOC devkit's 11-point / all-point AP); default: evaluator.metric")
     p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--output-json", metavar="FILE", help="write the metrics and analyses here")
     p.add_argument("--save-detections", metavar="FILE", help="write all detections in the COCO results format")
@@ -68,6 +84,10 @@ def main(argv=None):
     args = parse_args(argv)
     check_arguments(args)
     cfg = rtdetr_fine.load_config(args.config, args.update)
+    args.metric = args.metric or cfg["evaluator"]["metric"]
+    if args.detections:
+        du.setup_logging(0)
+        return score_saved_detections(args, cfg)
     cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
     if not cfg["demo"]["enabled"]:   # before building anything, as train.py does
         check_data_paths(cfg, ("val",))
@@ -85,6 +105,13 @@ def main(argv=None):
 
 def check_arguments(args):
     """Argument ranges and output paths, before any work (a bad path must not cost an evaluation)."""
+    if bool(args.resume) == bool(args.detections):
+        raise cli.UserError("give either -r CKPT (run a model) or --detections FILE (score saved detections)"
+                            + (", not both" if args.resume else ""))
+    if args.detections:
+        for flag, value in (("--save-detections", args.save_detections), ("--depth", args.depth)):
+            if value:
+                raise cli.UserError(f"{flag} needs a model run (-r); --detections scores a saved file")
     if args.max_images is not None and args.max_images < 1:
         raise cli.UserError(f"--max-images must be at least 1, got {args.max_images}")
     for flag, value in (("--fp-score", args.fp_score), ("--fp-iou", args.fp_iou)):
@@ -159,25 +186,67 @@ def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_se
 
 def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype, detections_path,
                         failed):
-    """COCO numbers, false positives and AP by size of `model` as it is; prints the tables. A detections file
-    that cannot be written is added to `failed` (the report is still written)."""
+    """COCO numbers, false positives, AP by size and the metric of `model` as it is; prints the tables. A
+    detections file that cannot be written is added to `failed` (the report is still written)."""
     result = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids, amp_dtype=amp_dtype,
-                      backend=args.backend, verbose=False)
-    stats, detections, cocoeval, seconds = result
-    gt = val_set.coco.dataset
+                      backend=args.backend, verbose=False, metric=args.metric)
+    report = scores_report(args, val_set.coco.dataset, result.detections, img_ids, result.stats, result.cocoeval,
+                           result.metric)
+    report.update({"checkpoint": args.resume, "device": str(device), "world_size": du.world_size(),
+                   "eval_seconds": round(result.seconds, 2)})
+    if du.is_main() and detections_path:
+        write_output(detections_path, result.detections, f"detections ({len(result.detections)}, COCO results "
+                     "format)", failed)
+    return report
+
+
+def scores_report(args, gt, detections, img_ids, stats, cocoeval, metric):
+    """The report of scored detections (the same for a model run and --detections): the COCO numbers,
+    the Fig. 4 analyses and the metric with AP per class; prints their tables."""
     false_positives = count_false_positives(gt, detections, img_ids, args.fp_score, args.fp_iou)
     sizes = ap_by_size(cocoeval, gt, img_ids)
-    report = {**stats, "config": args.config, "checkpoint": args.resume, "overrides": list(args.update),
-              "backend": args.backend, "detections": len(detections), "device": str(device),
-              "world_size": du.world_size(), "eval_seconds": round(seconds, 2),
-              "false_positives": false_positives, "ap_by_size": sizes}
-
     du.log(format_coco_table(stats))
     du.log(format_summary(stats))
     du.log(format_false_positives(false_positives))
     du.log(format_ap_by_size(sizes))
-    if du.is_main() and detections_path:
-        write_output(detections_path, detections, f"detections ({len(detections)}, COCO results format)", failed)
+    du.log(format_per_class(metric))
+    return {**stats, "config": args.config, "overrides": list(args.update), "backend": args.backend,
+            "detections": len(detections), "false_positives": false_positives, "ap_by_size": sizes,
+            "metric": metric.metric, **({"mAP": metric.value} if metric.metric != "coco" else {}),
+            "per_class": metric.per_class, "objects_per_class": metric.objects}
+
+
+def score_saved_detections(args, cfg):
+    """eval.py --detections FILE: the report of a saved COCO results file against the config's val
+    annotation file, without a model (no checkpoint, no images read)."""
+    prepare_demo_data(cfg)   # demo configs: the generated val file the detections refer to
+    ann_file = cfg["val_dataloader"]["dataset"]["ann_file"]
+    if not os.path.isfile(ann_file):
+        raise DataPathError(f"val_dataloader.dataset.ann_file: {ann_file} (not found); --detections scores against "
+                            "the config's val annotation file (set it with -u val_dataloader.dataset.ann_file=...)")
+    gt = read_coco_json(ann_file)
+    detections = read_coco_results(args.detections, gt, ann_file)
+    image_ids = sorted(im["id"] for im in gt["images"])
+    if not image_ids:
+        raise ValueError(f"{ann_file}: the val set has no images ('images' is empty): nothing to evaluate")
+    img_ids = image_ids[:args.max_images] if args.max_images is not None else None
+    num_images = len(img_ids) if img_ids is not None else len(image_ids)
+    du.log("\n".join([
+        f"config      {args.config}" + (f"  (overrides: {' '.join(args.update)})" if args.update else ""),
+        f"detections  {args.detections} ({len(detections)}, COCO results format; no model run)",
+        f"images      {num_images} ({ann_file})" + max_images_note(args.max_images, num_images),
+        f"metric      {args.metric}",
+        f"backend     {args.backend}",
+    ]))
+    cli.set_status("nothing written")
+    stats, cocoeval, metric = score_detections(gt, detections, args.metric, img_ids, args.backend, verbose=False)
+    report = scores_report(args, gt, detections, img_ids, stats, cocoeval, metric)
+    report.update({"detections_file": args.detections, "ann_file": ann_file, "images": num_images})
+    failed = []
+    if args.output_json:
+        write_output(args.output_json, report, "report", failed)
+    if failed:
+        raise OSError("could not write " + "; ".join(failed))
     return report
 
 
@@ -225,6 +294,7 @@ def format_header(args, weights, params, gflops, size, device, amp_dtype, num_im
         "(one image, 2 x MAC)",
         f"device      {device} x {du.world_size()}, {precision}",
         f"images      {num_images} ({ann_file})" + max_images_note(args.max_images, num_images),
+        f"metric      {args.metric}",
         f"backend     {args.backend}",
     ])
 

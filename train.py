@@ -1,4 +1,4 @@
-"""Train RT-DETR (+FINE) with the RT-DETR recipe; evaluates on the val set after every epoch.
+"""Train RT-DETR (+FINE) with the RT-DETR recipe, or SSD300 (+CFSAM); evaluates on the val set after every epoch.
 
     python train.py -c configs/rtdetr_r18_fine.yml                      # one GPU (or CPU)
     torchrun --nproc_per_node 4 train.py -c configs/rtdetr_r18_fine.yml # DDP
@@ -8,7 +8,9 @@
         train_dataloader.dataset.ann_file=... (and the other data paths)  # fine-tune on your own class set
     python train.py -c configs/rtdetr_r50_anydepth.yml -t rtdetr_r50vd_coco.pth --depth min  # any-depth
 
-A run lives in output_dir (last.pth, best.pth, log.txt, config.yml, tensorboard/). A new run refuses an
+A run lives in output_dir (last.pth, best.pth, log.txt, config.yml, tensorboard/). best.pth is the epoch with
+the best value of the config's evaluator.metric: COCO AP (log key val_AP, best_AP) or VOC mAP (VOC configs:
+val_voc07_mAP and best_voc07_mAP, with val_voc07_per_class; the COCO numbers are logged too). A new run refuses an
 output_dir that holds one (continue it with -r DIR/last.pth, replace it with --overwrite, or choose another
 output_dir); temp files of a save that was killed are removed by the next run or resume there. Resuming a
 run that has completed its `epochs` says "nothing to do" and exits with code 0 (raise epochs with -u to go on).
@@ -35,6 +37,7 @@ from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.config import dump_config
 from rtdetr_fine.engine import amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.evaluation.flops import count_params
+from rtdetr_fine.evaluation.metric import metric_key
 from rtdetr_fine.data.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
                                  prepare_demo_data, set_epoch)
 from rtdetr_fine.engine.run_dir import check_run_dir, replace_previous_run
@@ -121,6 +124,8 @@ def run(args, cfg, device, rank, world):
     model.to(device)
     criterion = rtdetr_fine.build_criterion(cfg).to(device)
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
+    metric = cfg["evaluator"]["metric"]
+    best_key = f"best_{metric_key(metric)}"   # best_AP (COCO, as ever) or e.g. best_voc07_mAP
     ema = ModelEMA(model, cfg["ema"]["decay"], cfg["ema"]["warmups"]) if cfg["ema"]["enabled"] else None
     du.log(f"model: {rtdetr_fine.describe_model(cfg)}, {count_params(model):,} parameters; device {device} x {world}")
 
@@ -128,8 +133,8 @@ def run(args, cfg, device, rank, world):
         if args.resume:
             load_weights(model, args.resume)
         with using_depth(model, eval_depth):
-            result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
-        du.log(json.dumps({f"val_{k}": v for k, v in result.stats.items()}))
+            result = evaluate(model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype, metric=metric)
+        du.log(json.dumps({f"val_{k}": v for k, v in {**result.stats, **metric_record(result.metric)}.items()}))
         return
 
     ddp_model, criterion = rtdetr_fine.build_training(cfg, model, criterion)   # any-depth: full + min, distilled
@@ -147,7 +152,7 @@ def run(args, cfg, device, rank, world):
     cli.set_status(f"no checkpoint written yet in {out_dir}")
     if args.resume:
         start_epoch, global_step, best_ap = restore_training(args.resume, model, ema, optimizer, scheduler, scaler,
-                                                             classes)
+                                                             classes, best_key)
         if start_epoch >= cfg["epochs"]:   # documented: an explicit "nothing to do", exit code 0
             du.log(f"nothing to do: {args.resume} has completed {start_epoch} epochs and epochs={cfg['epochs']}; "
                    f"to train longer, resume with -u epochs=N (N > {start_epoch})")
@@ -177,37 +182,49 @@ def run(args, cfg, device, rank, world):
         train_time = time.time() - t0
         eval_model = ema.module if ema is not None else model
         with using_depth(eval_model, eval_depth):   # the training model stays at full depth
-            result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype)
+            result = evaluate(eval_model, postprocessor, val_loader, val_set, device, amp_dtype=amp_dtype,
+                              metric=metric)
         stats, eval_time = result.stats, result.seconds
         min_stats = evaluate_min_depth(eval_model, eval_depth, postprocessor, val_loader, val_set, device, amp_dtype)
-        improved = stats["AP"] > best_ap
-        best_ap = max(best_ap, stats["AP"])
+        improved = result.metric.value > best_ap     # the config's metric: COCO AP or VOC mAP
+        best_ap = max(best_ap, result.metric.value)
 
         if du.is_main():
             state = training_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg,
-                                     classes)
+                                     classes, best_key)
             save_atomic(state, os.path.join(out_dir, "last.pth"))
             cli.set_status(f"last complete checkpoint: {os.path.join(out_dir, 'last.pth')} ({epoch + 1} epochs)")
             if improved:
                 save_atomic(state, os.path.join(out_dir, "best.pth"))
             record = {"epoch": epoch, "iteration": global_step, **{f"train_{k}": v for k, v in train_stats.items()},
                       "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in stats.items()},
-                      "evaluated": "ema" if ema is not None else "model", "best_AP": best_ap,
+                      **{f"val_{k}": v for k, v in metric_record(result.metric).items()},
+                      "evaluated": "ema" if ema is not None else "model", best_key: best_ap,
                       **({"val_depth": describe_depth(eval_depth, layout_of(model))} if eval_depth else {}),
                       **{f"val_min_{k}": v for k, v in min_stats.items()},
                       "train_seconds": round(train_time, 1), "eval_seconds": round(eval_time, 1)}
             with open(os.path.join(out_dir, "log.txt"), "a") as f:
                 f.write(json.dumps(record) + "\n")
-            for k, v in stats.items():
-                writer.add_scalar(f"val/{k}", v, epoch)
+            for k, v in {**stats, **metric_record(result.metric)}.items():
+                if not isinstance(v, dict):
+                    writer.add_scalar(f"val/{k}", v, epoch)
             for k, v in min_stats.items():
                 writer.add_scalar(f"val_min/{k}", v, epoch)
             du.log(f"epoch {epoch}: loss {train_stats['loss']:.4f}  AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}  "
+                + (f"{result.metric.key} {result.metric.value:.4f}  " if metric != "coco" else "")
                 + (f"min AP {min_stats['AP']:.4f}  " if min_stats else "") +
                 f"(train {train_time:.0f}s, eval {eval_time:.0f}s)")
         du.barrier()
     if writer is not None:
         writer.close()
+
+
+def metric_record(result) -> dict:
+    """The config's metric for log.txt (as val_<key>): nothing beyond the COCO numbers for COCO; for a
+    VOC metric its mAP and AP per class, e.g. {'voc07_mAP': 0.77, 'voc07_per_class': {'aeroplane': 0.81, ...}}."""
+    if result.metric == "coco":
+        return {}
+    return {result.key: result.value, f"{result.metric}_per_class": result.per_class}
 
 
 def evaluate_min_depth(eval_model, eval_depth, postprocessor, val_loader, val_set, device, amp_dtype) -> dict:

@@ -8,7 +8,7 @@ from torch import nn
 from .anydepth.convert import convert_to_anydepth
 from .anydepth.distill import DistillationCriterion, FullAndMin
 from .data.coco_ids import COCO_LABEL_TO_CATEGORY
-from .modules.cfsam import CFSAM
+from .modules.cfsam import cfsam_on_maps
 from .rtdetr.backbone import PResNet, load_pretrained_backbone
 from .rtdetr.criterion import SetCriterion
 from .rtdetr.decoder import RTDETRTransformer
@@ -70,13 +70,14 @@ def build_cross_layer(cfg: dict, in_channels):
     if cfg["cross_layer"] is None:
         return None
     c = cfg["cfsam"]
-    return CFSAM(in_channels, hidden_dim=c["hidden_dim"], num_layers=c["num_layers"], num_heads=c["num_heads"],
-                 dim_feedforward=c["dim_feedforward"], parts=c["parts"], dropout=c["dropout"])
+    return cfsam_on_maps(in_channels, c["maps"], hidden_dim=c["hidden_dim"], num_layers=c["num_layers"],
+                         num_heads=c["num_heads"], dim_feedforward=c["dim_feedforward"], parts=c["parts"],
+                         dropout=c["dropout"], components=c["components"])
 
 
 def build_ssd300(cfg: dict) -> SSD300:
     """torchvision's SSD300 (num_classes + 1 outputs, background first), CFSAM before its head if set."""
-    ssd = build_torchvision_ssd300(num_classes(cfg), cfg["backbone"]["pretrained"])
+    ssd = build_torchvision_ssd300(num_classes(cfg), cfg["backbone"]["pretrained"], cfg["ssd"]["fc_init"])
     return SSD300(ssd, build_cross_layer(cfg, head_in_channels(ssd)))
 
 
@@ -105,6 +106,8 @@ def describe_model(cfg: dict) -> str:
             name += f" + FINE ({cfg['fine']['attention']})"
     if cfg["cross_layer"]:
         name += f" + {cfg['cross_layer'].upper()}"
+        if cfg["cross_layer"] == "cfsam" and (cfg["cfsam"]["components"] != "full" or cfg["cfsam"]["maps"]):
+            name += f" ({cfg['cfsam']['components']}, maps {cfg['cfsam']['maps'] or 'all'})"
     if cfg["anydepth"]["enabled"]:
         name += ", any-depth"
     return name

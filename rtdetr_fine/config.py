@@ -18,6 +18,7 @@ COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768,
 
 DETECTORS = ("rtdetr", "ssd300")
 CROSS_LAYER_MODULES = ("cfsam",)
+EVAL_METRICS = ("coco", "voc07", "voc")   # evaluator.metric (rtdetr_fine/evaluation/metric.py)
 OPTIMIZERS = ("AdamW", "SGD")
 
 DEFAULTS = {
@@ -48,11 +49,14 @@ DEFAULTS = {
     },
     "cfsam": {                        # CFSAM (rtdetr_fine/modules/cfsam.py) when cross_layer: cfsam
         "hidden_dim": 256, "num_layers": 3, "num_heads": 8, "dim_feedforward": 512, "parts": 2, "dropout": 0.0,
+        "components": "full",         # full | lfe_gfe | lfe: the CFSAM paper's Table 5 rows (modules/cfsam.py)
+        "maps": None,                 # null: every map; [i, ...]: only these maps (Table 6), the others pass through
     },
     "ssd": {                          # detector: ssd300 (torchvision's defaults)
         "iou_thresh": 0.5, "positive_fraction": 0.25,          # matching; hard negatives 3:1
         "weight_dict": {"loss_loc": 1.0, "loss_conf": 1.0},
         "score_thresh": 0.01, "nms_thresh": 0.45, "topk_candidates": 400, "detections_per_img": 200,
+        "fc_init": "random",          # reduced_vgg16 (the SSD paper) | random: fc6/fc7 when backbone.pretrained loads VGG16
     },
     "anydepth": {                       # any-depth RT-DETR (rtdetr_fine/anydepth/convert.py); depth chosen at inference
         "enabled": False,
@@ -76,6 +80,7 @@ DEFAULTS = {
         "matcher": {"cost_class": 2.0, "cost_bbox": 5.0, "cost_giou": 2.0, "alpha": 0.25, "gamma": 2.0},
     },
     "postprocessor": {"num_top_queries": 300},
+    "evaluator": {"metric": "coco"},  # coco | voc07 | voc: eval.py's default --metric and what picks train.py's best.pth
     "train_dataloader": {
         "dataset": {"img_folder": "data/coco/train2017", "ann_file": "data/coco/annotations/instances_train2017.json",
                     "exif_transpose": False},   # COCO boxes refer to the stored pixels: EXIF orientation not applied
@@ -524,6 +529,8 @@ RULES = {
     "cfsam.dim_feedforward": _int(1),
     "cfsam.parts": _int(1),
     "cfsam.dropout": _DROPOUT,
+    "cfsam.components": lambda v, cfg=None: _one_of(*_cfsam_components())(v),
+    "cfsam.maps": lambda v, cfg: _cfsam_maps(v, cfg),
     "ssd.iou_thresh": _PROBABILITY,
     "ssd.positive_fraction": _number(0, 1, low_open=True),
     "ssd.weight_dict.loss_loc": _NON_NEGATIVE,
@@ -532,6 +539,7 @@ RULES = {
     "ssd.nms_thresh": _PROBABILITY,
     "ssd.topk_candidates": _int(1),
     "ssd.detections_per_img": _int(1),
+    "ssd.fc_init": lambda v, cfg=None: _one_of(*_ssd_fc_inits())(v),
     "decoder.hidden_dim": _int(1),
     "decoder.num_queries": _int(1),
     "decoder.feat_channels": _list_of(_int(1), "positive integers", min_len=1),
@@ -559,6 +567,7 @@ RULES = {
     "criterion.matcher.alpha": _PROBABILITY,
     "criterion.matcher.gamma": _NON_NEGATIVE,
     "postprocessor.num_top_queries": _int(1),
+    "evaluator.metric": _one_of(*EVAL_METRICS),
     "train_dataloader.dataset.img_folder": _text,
     "train_dataloader.dataset.ann_file": _text,
     "train_dataloader.dataset.exif_transpose": _boolean,
@@ -607,6 +616,30 @@ RULES = {
 def _fine_choices():
     from .modules.fine import ATTENTION_MODES, MODULATIONS
     return ATTENTION_MODES, MODULATIONS
+
+
+def _cfsam_components():
+    from .modules.cfsam import COMPONENTS
+    return COMPONENTS
+
+
+def _ssd_fc_inits():
+    from .ssd.pretrained import FC_INITS
+    return FC_INITS
+
+
+def _cfsam_maps(v, cfg):
+    """null, or increasing indices of the maps the head reads (SSD300: 6; RT-DETR: one per decoder.feat_channels)."""
+    if v is None:
+        return None
+    if cfg["detector"] == "ssd300":
+        from .ssd.model import SSD300
+        count, maps = SSD300.num_maps, "SSD300's prediction maps (38, 19, 10, 5, 3, 1 at 300 px)"
+    else:
+        count, maps = len(cfg["decoder"]["feat_channels"]), "the maps of decoder.feat_channels"
+    if isinstance(v, list) and v and all(_is_int(i) and 0 <= i < count for i in v) and v == sorted(set(v)):
+        return None
+    return f"must be null (every map) or a list of increasing indices 0..{count - 1} of {maps}"
 
 
 def leaf_keys(tree: dict, prefix: str = "") -> list:

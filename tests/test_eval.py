@@ -414,3 +414,74 @@ def test_checkpoint_of_another_architecture_names_it_not_num_classes(trained, tm
     assert "Traceback" not in err and "-u num_classes" not in err
     assert "looks like RT-DETR R50, without FINE, 6 decoder layers, hidden dim 256, 80 classes" in err
     assert "builds        RT-DETR R18, with FINE" in err
+
+
+# ---------------------------------------------------------------- metrics, AP per class, --detections (issue 23)
+
+SCORES = [*COCO_STAT_NAMES, "metric", "per_class", "objects_per_class", "detections", "false_positives", "ap_by_size"]
+
+
+@pytest.mark.parametrize("metric, max_images", [("voc07", None), ("voc", 7), ("coco", None)])
+def test_saved_detections_score_as_the_model_run_that_wrote_them(trained, tmp_path, metric, max_images):
+    """eval.py --detections FILE (no model, no checkpoint) gives the report of the model run that saved FILE."""
+    limit = ["--max-images", str(max_images)] if max_images else []
+    dets = tmp_path / "dets.json"
+    run = run_eval(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *trained["overrides"],
+                    "--save-detections", str(dets), "--metric", metric, *limit], tmp_path / "run.json")
+    rescored = run_eval(["-c", DEMO, "--detections", str(dets), "-u", *trained["overrides"], "--metric", metric,
+                         *limit], tmp_path / "rescored.json")
+    assert {k: rescored[k] for k in SCORES} == {k: run[k] for k in SCORES}
+    assert rescored["metric"] == metric and rescored["images"] == run["images"] == (max_images or 20)
+    assert list(run["per_class"]) == ["circle", "square", "triangle"]       # the val file's category names
+    assert rescored["detections_file"] == str(dets) and "weights" not in rescored
+    if metric == "coco":
+        assert "mAP" not in run
+        assert np.mean([ap for ap in run["per_class"].values() if ap >= 0]) == pytest.approx(run["AP"], abs=1e-12)
+    else:
+        assert rescored["mAP"] == run["mAP"] == pytest.approx(np.mean(list(run["per_class"].values())))
+        assert 0 < run["mAP"] < 1                               # the comparison is not 0 == 0
+
+
+def test_the_default_metric_is_the_configs(trained, tmp_path, capsys):
+    """evaluator.metric decides when --metric is not given; the per-class table is printed."""
+    dets = tmp_path / "dets.json"
+    run_eval(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *trained["overrides"], "--max-images",
+              "3", "--save-detections", str(dets)], tmp_path / "coco.json")
+    assert read_json(tmp_path / "coco.json")["metric"] == "coco"
+    capsys.readouterr()
+    report = run_eval(["-c", DEMO, "--detections", str(dets), "-u", *trained["overrides"], "evaluator.metric=voc07",
+                       "--max-images", "3"], tmp_path / "voc.json")
+    out = capsys.readouterr().out
+    assert report["metric"] == "voc07" and f"VOC07 mAP (11-point AP at IoU 0.5" in out
+    for name, ap in report["per_class"].items():
+        assert f"{name:<20} {ap:7.4f}" in out
+
+
+def test_detections_arguments_and_files_are_checked(trained, tmp_path, capsys):
+    last, overrides = str(trained["out_dir"] / "last.pth"), trained["overrides"]
+    good = tmp_path / "dets.json"
+    good.write_text("[]")
+    assert "give either -r CKPT" in failure_stderr(capsys, ["-c", DEMO, "-u", *overrides])
+    assert "not both" in failure_stderr(capsys, ["-c", DEMO, "-r", last, "--detections", str(good)])
+    assert "--save-detections needs a model run" in failure_stderr(
+        capsys, ["-c", DEMO, "--detections", str(good), "--save-detections", str(tmp_path / "x.json")])
+    ann = trained["root"] / "annotations" / "instances_val.json"
+    cases = {"missing": (None, "detections file not found"),
+             "not json": ("[{", "not a valid JSON file"),
+             "a mapping": ('{"image_id": 1}', "expected a list of detections"),
+             "no score": ('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1]}]', "detection #0 needs"),
+             "bad box": ('[{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1], "score": 1}]', "has bbox [0, 0, 1]"),
+             "other image": ('[{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]',
+                             f"image_id 999, which is not an image of {ann}")}
+    for name, (text, said) in cases.items():
+        path = tmp_path / f"{name.replace(' ', '_')}.json"
+        if text is not None:
+            path.write_text(text)
+        err = failure_stderr(capsys, ["-c", DEMO, "--detections", str(path), "-u", *overrides])
+        assert str(path) in err and said in err, name
+    err = failure_stderr(capsys, ["-c", DEMO, "--detections", str(good), "-u", *explicit_data_overrides(trained["root"]),
+                                  f"val_dataloader.dataset.ann_file={tmp_path}/none.json"])
+    assert "val_dataloader.dataset.ann_file" in err and "none.json" in err
+    empty = run_eval(["-c", DEMO, "--detections", str(good), "-u", *overrides, "--metric", "voc"],
+                     tmp_path / "empty.json")
+    assert empty["mAP"] == 0.0 and empty["AP"] == 0.0 and empty["detections"] == 0

@@ -244,3 +244,23 @@ def test_ctrl_c_during_a_save_names_the_last_complete_checkpoint_and_stale_temps
     assert captured.err.splitlines()[-1] == f"train.py: interrupted; last complete checkpoint: {out / 'last.pth'} (1 epochs)"
     assert not stale.exists() and "last.pth.k1ll3d.tmp" in captured.out
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 0
+
+
+def test_best_checkpoint_follows_the_configs_voc_metric_and_survives_a_resume(tmp_path, monkeypatch):
+    """evaluator.metric: voc07 -> best.pth is the epoch with the best VOC07 mAP (log: val_voc07_mAP,
+    val_voc07_per_class, best_voc07_mAP; no best_AP), and a resumed run keeps the best value it had.
+    The mAP is set per epoch (0.2, 0.5, 0.3) so that the choice is not decided by ties at 0."""
+    from rtdetr_fine.evaluation import metric
+    real, values = metric.voc_eval, iter([0.2, 0.5, 0.3])
+    monkeypatch.setattr(metric, "voc_eval", lambda *a, **k: real(*a, **k)._replace(mAP=next(values)))
+    out = tmp_path / "run"
+    train(tiny_demo(tmp_path, out, "epochs=2", "evaluator.metric=voc07"))
+    train(tiny_demo(tmp_path, out, "epochs=3", "evaluator.metric=voc07") + ["-r", str(out / "last.pth")])
+    log = read_log(out)
+    assert [r["val_voc07_mAP"] for r in log] == [0.2, 0.5, 0.3]
+    assert [r["best_voc07_mAP"] for r in log] == [0.2, 0.5, 0.5]
+    assert all("best_AP" not in r and "val_AP" in r for r in log)                 # COCO numbers still logged
+    assert list(log[0]["val_voc07_per_class"]) == ["circle", "square", "triangle"]
+    best = torch.load(out / "best.pth", weights_only=True)
+    assert best["epoch"] == 1 and best["best_voc07_mAP"] == 0.5
+    assert torch.load(out / "last.pth", weights_only=True)["best_voc07_mAP"] == 0.5

@@ -8,8 +8,8 @@ from tqdm import tqdm
 
 from .. import distributed as du
 from ..cli import NonFiniteLossError
-from ..evaluation.coco_eval import coco_bbox_eval, load_coco_gt
 from ..evaluation.inference import gather_detections, predict
+from ..evaluation.metric import MetricResult, score_detections
 
 
 def amp_dtype_for(enabled, device, dtype_name):
@@ -110,16 +110,18 @@ def _to_float32(outputs):
 
 
 class Evaluation(NamedTuple):
-    stats: dict          # the 12 COCO numbers by name (evaluation.COCO_STAT_NAMES)
-    detections: list     # all ranks' detections, COCO results format
-    cocoeval: object     # the COCOeval object (None when there were no detections)
+    stats: dict            # the 12 COCO numbers by name (evaluation.COCO_STAT_NAMES)
+    detections: list       # all ranks' detections, COCO results format
+    cocoeval: object       # the COCOeval object (None when there were no detections)
     seconds: float
+    metric: MetricResult   # the metric asked for (evaluator.metric): its headline value and AP per class
 
 
 def evaluate(model: torch.nn.Module, postprocessor: torch.nn.Module, loader, coco_dataset, device: torch.device,
              img_ids=None, amp_dtype=None, backend: str = "faster", progress: bool = True,
-             verbose: bool = True) -> Evaluation:
-    """COCO bbox metrics of `model` over `loader` (all ranks predict; every rank gets the numbers).
+             verbose: bool = True, metric: str = "coco") -> Evaluation:
+    """COCO bbox metrics of `model` over `loader`, and `metric` (coco | voc07 | voc, with AP per class;
+    rtdetr_fine/evaluation/metric.py). All ranks predict; every rank gets the numbers.
 
     coco_dataset: the CocoDetection behind the loader (ground truth, label -> category ids);
     img_ids: the images the loader covers when it is a subset (e.g. --max-images).
@@ -128,6 +130,6 @@ def evaluate(model: torch.nn.Module, postprocessor: torch.nn.Module, loader, coc
     detections, _ = predict(du.unwrap(model), postprocessor, loader, device, coco_dataset.label2category, amp_dtype,
                             progress=progress)
     detections = gather_detections(detections)
-    coco_gt = load_coco_gt(coco_dataset.coco.dataset, backend)
-    stats, cocoeval = coco_bbox_eval(coco_gt, detections, img_ids, backend, verbose=verbose)
-    return Evaluation(stats, detections, cocoeval, time.time() - start)
+    stats, cocoeval, result = score_detections(coco_dataset.coco.dataset, detections, metric, img_ids, backend,
+                                               verbose=verbose)
+    return Evaluation(stats, detections, cocoeval, time.time() - start, result)

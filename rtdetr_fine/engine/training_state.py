@@ -5,8 +5,9 @@ from ..data.classes import class_set_from_checkpoint
 
 
 def training_state(model, ema, optimizer, scheduler, scaler, epoch: int, global_step: int, best_ap: float, cfg: dict,
-                   classes) -> dict:
-    """What train.py writes to last.pth / best.pth: everything a resumed run needs, and the class set."""
+                   classes, best_key: str = "best_AP") -> dict:
+    """What train.py writes to last.pth / best.pth: everything a resumed run needs, and the class set.
+    best_ap is the best value so far of the config's metric, saved as best_key (best_AP for COCO AP)."""
     return {
         "model": du.unwrap(model).state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
@@ -15,14 +16,16 @@ def training_state(model, ema, optimizer, scheduler, scaler, epoch: int, global_
         "scaler": scaler.state_dict() if scaler is not None else None,
         "epoch": epoch,
         "iteration": global_step,
-        "best_AP": best_ap,
+        best_key: best_ap,
         "config": cfg,
         "classes": classes.to_dict(),   # label -> category id and name, for eval.py / predict.py
     }
 
 
-def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classes) -> tuple[int, int, float]:
-    """Load a train.py checkpoint into the training objects; returns (next epoch, iteration, best AP).
+def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classes,
+                     best_key: str = "best_AP") -> tuple[int, int, float]:
+    """Load a train.py checkpoint into the training objects; returns (next epoch, iteration, best value of
+    the metric saved as best_key; -1.0 when the run was scored with another metric).
 
     A checkpoint trained on another class set is refused (naming both), as is one that is not a
     train.py checkpoint."""
@@ -43,4 +46,4 @@ def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classe
     scheduler.load_state_dict(ckpt["lr_scheduler"])
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get("best_AP", -1.0)
+    return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get(best_key, -1.0)

@@ -123,14 +123,17 @@ def gt_boxes_by_size(gt_dict, img_ids=None):
     return counts
 
 
-def mean_precision(cocoeval, iou=None, area="all", max_dets=100):
+def mean_precision(cocoeval, iou=None, area="all", max_dets=100, category=None):
     """COCO AP from an accumulated COCOeval: mean precision over recall points and categories
-    (and IoU thresholds when iou is None); -1.0 when no ground truth falls in the area range."""
+    (and IoU thresholds when iou is None); -1.0 when no ground truth falls in the area range.
+    category: one category id instead of all (its AP; -1.0 when it has no ground truth)."""
     p = cocoeval.params
     precision = cocoeval.eval["precision"]                 # [T IoUs, R recalls, K categories, A areas, M maxDets]
     a = list(p.areaRngLbl).index(area)
     m = list(p.maxDets).index(max_dets)
     values = precision[:, :, :, a, m]
+    if category is not None:
+        values = values[:, :, list(p.catIds).index(category)]
     if iou is not None:
         values = values[np.isclose(np.asarray(p.iouThrs), iou)]
     values = values[values > -1]

@@ -1,6 +1,9 @@
-"""COCO evaluation: score detections in the COCO results format with faster-coco-eval (or pycocotools)."""
+"""COCO evaluation: score detections in the COCO results format with faster-coco-eval (or pycocotools);
+read a saved results file (eval.py --detections)."""
 import contextlib
 import io
+import json
+import math
 
 from .. import distributed as du
 
@@ -61,3 +64,43 @@ def format_coco_table(stats):
         kind = "Average Precision  (AP)" if metric == "AP" else "Average Recall     (AR)"
         lines.append(f" {kind} @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3d} ] = {stats[name]:.3f}")
     return "\n".join(lines)
+
+
+def _finite(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def read_coco_results(path: str, gt: dict, ann_file: str = "the annotation file") -> list:
+    """A detections file in the COCO results format ([{image_id, category_id, bbox [x, y, w, h], score}],
+    what eval.py --save-detections writes), checked against the annotation dict `gt` (read from
+    ann_file): every detection on one of its images and categories. Errors name the file and entry."""
+    try:
+        with open(path, "rb") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"detections file not found: {path}") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"detections file {path} is a directory") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid JSON file ({e})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of detections in the COCO results format ({{image_id, "
+                         f"category_id, bbox [x, y, w, h], score}}, as eval.py --save-detections writes), "
+                         f"got a {type(data).__name__}")
+    images = {im["id"] for im in gt["images"]}
+    categories = {c["id"] for c in gt["categories"]}
+    for i, det in enumerate(data):
+        problem = None
+        if not isinstance(det, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(det):
+            problem = "needs image_id, category_id, bbox and score"
+        elif not (isinstance(det["bbox"], list) and len(det["bbox"]) == 4 and all(map(_finite, det["bbox"]))):
+            problem = f"has bbox {det['bbox']!r}; expected 4 finite numbers [x, y, width, height]"
+        elif not _finite(det["score"]):
+            problem = f"has score {det['score']!r}; expected a finite number"
+        elif det["image_id"] not in images:
+            problem = f"has image_id {det['image_id']!r}, which is not an image of {ann_file}"
+        elif det["category_id"] not in categories:
+            problem = f"has category_id {det['category_id']!r}, which is not a category of {ann_file}"
+        if problem:
+            raise ValueError(f"{path}: detection #{i} {problem}")
+    return data

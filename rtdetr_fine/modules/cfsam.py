@@ -31,6 +31,17 @@ What the paper leaves open and what we chose (the defaults of the `cfsam` config
     skips the resize round trip). SSD300 at 300 px (N = 1940) and RT-DETR at 640 px (N = 8400)
     never resize.
 
+Ablations (the paper's Sec. 4.4; config keys cfsam.components and cfsam.maps). The paper adds its
+three components one at a time (Table 5) without saying what stands in for a missing one; we remove
+a component together with its weights and pass its input on unchanged:
+  * components: lfe      local feature extraction only: R_i = Restore_i(L_i), the 3x3 + 1x1 convs and
+                         the channel restore (no Transformer, no concatenation, no fusion conv);
+  * components: lfe_gfe  + the partitioned Transformer, whose output goes to Recover directly:
+                         R = Recover(L') (no concatenation with L, no fusion conv);
+  * components: full     Eq. 5 as above (the default).
+Table 6 runs the module on some of the maps (the first three, 38/19/10, or the last three, 5/3/1):
+cfsam_on_maps wraps it in OnMaps, which hands it those maps and passes the others through.
+
 Cost check against the paper's Table 4 (SSD300 on VOC, 21 classes; the paper's "GFLOPs" are
 multiply-accumulates: torchvision's SSD300 has 62.75 GFLOPs at 2 x MAC = 31.37 G MAC, the
 paper's 31.37, and 26,285,486 parameters, the paper's 26.29M). With these choices SSD300 + CFSAM
@@ -44,6 +55,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.layers import ConvNormLayer
+
+COMPONENTS = ("lfe", "lfe_gfe", "full")   # the rows of the paper's Table 5, each adding to the one before
 
 
 def resize_tokens(tokens: Tensor, length: int) -> Tensor:
@@ -109,15 +122,19 @@ class CFSAM(nn.Module):
     """Cross-layer self-attention over n maps: list of [B, C_i, H_i, W_i] -> list of the same shapes."""
 
     def __init__(self, in_channels: Sequence[int], hidden_dim: int = 256, num_layers: int = 3, num_heads: int = 8,
-                 dim_feedforward: int = 512, parts: int = 2, dropout: float = 0.0):
+                 dim_feedforward: int = 512, parts: int = 2, dropout: float = 0.0, components: str = "full"):
         super().__init__()
         if parts < 1:
             raise ValueError(f"CFSAM: parts must be >= 1, got {parts}")
-        self.in_channels, self.parts = list(in_channels), parts
+        if components not in COMPONENTS:
+            raise ValueError(f"CFSAM: components must be one of {COMPONENTS}, got {components!r}")
+        self.in_channels, self.parts, self.components = list(in_channels), parts, components
         self.local = nn.ModuleList(local_feature_extractor(c, hidden_dim) for c in self.in_channels)
-        self.transformer = transformer_unit(hidden_dim, num_layers, num_heads, dim_feedforward, dropout)
+        # an ablated component is absent (no weights): its input goes on unchanged (module docstring)
+        self.transformer = transformer_unit(hidden_dim, num_layers, num_heads, dim_feedforward, dropout) \
+            if components != "lfe" else None
         self.fuse = nn.Sequential(nn.Conv1d(2 * hidden_dim, hidden_dim, 1, bias=False), nn.BatchNorm1d(hidden_dim),
-                                  nn.ReLU(inplace=True))
+                                  nn.ReLU(inplace=True)) if components == "full" else None
         self.restore = nn.ModuleList(nn.Conv2d(hidden_dim, c, 1) for c in self.in_channels)
 
     def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
@@ -126,7 +143,11 @@ class CFSAM(nn.Module):
         local = [extract(f) for extract, f in zip(self.local, feats)]         # n x [B, C, H_i, W_i]
         sizes = [tuple(x.shape[-2:]) for x in local]
         tokens = torch.cat([x.flatten(2) for x in local], dim=2)             # L: [B, C, N], Eq. 1
+        if self.transformer is None:                                         # components: lfe
+            return self.recover(tokens, sizes)
         enhanced = self.global_attention(tokens)                             # L': [B, C, N], Eq. 2-4
+        if self.fuse is None:                                                # components: lfe_gfe
+            return self.recover(enhanced, sizes)
         fused = self.fuse(torch.cat([tokens, enhanced], dim=1))              # [B, 2C, N] -> [B, C, N], Eq. 5
         return self.recover(fused, sizes)
 
@@ -142,3 +163,35 @@ class CFSAM(nn.Module):
         # reshape with -1 (not unflatten) keeps the batch dimension symbolic in an exported graph
         return [restore(piece.reshape(-1, piece.shape[1], h, w)) for restore, piece, (h, w) in
                 zip(self.restore, pieces, sizes)]
+
+
+class OnMaps(nn.Module):
+    """A cross-layer module on some of the maps (the CFSAM paper's Table 6): list of num_maps maps ->
+    the same list with maps[i] for i in `indices` replaced by the module's outputs; the others unchanged."""
+
+    def __init__(self, module: nn.Module, indices: Sequence[int], num_maps: int):
+        super().__init__()
+        check_map_indices(indices, num_maps)
+        self.module, self.indices, self.num_maps = module, list(indices), num_maps
+
+    def forward(self, feats: Sequence[Tensor]) -> list[Tensor]:
+        if len(feats) != self.num_maps:
+            raise ValueError(f"OnMaps was built for {self.num_maps} maps, got {len(feats)}")
+        out = list(feats)
+        for i, refined in zip(self.indices, self.module([feats[i] for i in self.indices])):
+            out[i] = refined
+        return out
+
+
+def check_map_indices(indices: Sequence[int], num_maps: int) -> None:
+    if not indices or any(not 0 <= i < num_maps for i in indices) or list(indices) != sorted(set(indices)):
+        raise ValueError(f"map indices must be increasing, in 0..{num_maps - 1}, got {list(indices)}")
+
+
+def cfsam_on_maps(in_channels: Sequence[int], maps: Sequence[int] | None = None, **kwargs) -> nn.Module:
+    """CFSAM(**kwargs) over all the maps (maps None, or every index: the module itself, state dict
+    unchanged) or over the maps `maps` only (OnMaps)."""
+    if maps is None or list(maps) == list(range(len(in_channels))):
+        return CFSAM(in_channels, **kwargs)
+    check_map_indices(maps, len(in_channels))
+    return OnMaps(CFSAM([in_channels[i] for i in maps], **kwargs), maps, len(in_channels))

@@ -19,14 +19,13 @@ Boxes are handled normalised to [0, 1] (default boxes included). Matching (IoU),
 (offsets relative to the default box) and NMS give the same results as torchvision's pixel
 boxes up to float rounding: all are invariant to scaling x and y.
 """
-import re
-
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG16_Weights
 from torchvision.models.detection import ssd300_vgg16
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.ssd import SSD
+
+from .pretrained import load_imagenet_vgg16
 
 # ssd300_vgg16's input normalisation: VGG16 (Caffe) weights expect 0-255 pixels minus the mean.
 SSD_IMAGE_MEAN = (0.48235, 0.45882, 0.40784)
@@ -46,6 +45,7 @@ class SSD300(nn.Module):
 
     size_divisibility = 1   # any input size the VGG16 extractor takes (>= 268 px); export_onnx reads this
     min_size = 268          # smaller inputs leave conv11_2 without its 3x3 input (configs are checked against it)
+    num_maps = 6            # the maps the head reads: conv4_3, fc7, conv8_2 .. conv11_2 (cfsam.maps is checked against it)
 
     def __init__(self, ssd: SSD, cross_layer: nn.Module | None = None):
         super().__init__()
@@ -76,55 +76,20 @@ class SSD300(nn.Module):
         return self.eval()
 
 
-def build_torchvision_ssd300(num_classes: int, pretrained_backbone=None) -> SSD:
+def build_torchvision_ssd300(num_classes: int, pretrained_backbone=None, fc_init: str = "random") -> SSD:
     """ssd300_vgg16 with num_classes + 1 outputs (background first), no detector weights.
 
-    pretrained_backbone: None (random init: torchvision's xavier), True (torchvision's ImageNet VGG16
-    "features" weights, IMAGENET1K_FEATURES, downloaded once into the torch hub cache) or a local
-    path / URL of a torchvision vgg16 state dict. With ImageNet weights conv1 stays frozen, as
-    ssd300_vgg16 does with them (trainable_backbone_layers=4).
+    pretrained_backbone: None (random init: torchvision's xavier), True (torchvision's ImageNet VGG16,
+    downloaded once into the torch hub cache) or a local path / URL of a torchvision vgg16 state dict;
+    fc_init: which file and how fc6 / fc7 start (pretrained.py: random, or reduced_vgg16 as the SSD paper).
+    With ImageNet weights conv1 stays frozen, as ssd300_vgg16 does with them (trainable_backbone_layers=4).
     """
     ssd = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes + 1)
     if pretrained_backbone:
-        source = VGG16_Weights.IMAGENET1K_FEATURES.url if pretrained_backbone is True else pretrained_backbone
-        load_vgg16_features(ssd.backbone, read_state_dict(source))
+        load_imagenet_vgg16(ssd.backbone, pretrained_backbone, fc_init, (SSD_IMAGE_MEAN, SSD_IMAGE_STD))
         for p in ssd.backbone.features[:4].parameters():     # conv1_1, conv1_2
             p.requires_grad_(False)
     return ssd
-
-
-def read_state_dict(source: str) -> dict:
-    """A state dict from a local file or a URL (torch hub cache); errors name the source."""
-    if str(source).startswith(("http://", "https://")):
-        try:
-            return torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True,
-                                                      check_hash=source == VGG16_Weights.IMAGENET1K_FEATURES.url)
-        except OSError as e:
-            raise RuntimeError(f"backbone.pretrained: could not download {source} ({e}). Download it elsewhere "
-                               "and set backbone.pretrained to the local file (or null to train from scratch)"
-                               ) from None
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"backbone.pretrained: no such file {source!r}") from None
-
-
-def load_vgg16_features(extractor: nn.Module, state: dict) -> None:
-    """Copy VGG16's 13 convs (`features.N.weight/bias` of a torchvision vgg16 state dict) into the
-    SSD extractor, whose first 13 convs are the same layers (conv1_1 .. conv5_3) in the same order."""
-    indices = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"features\.(\d+)\.weight", k)))
-    convs = [m for m in extractor.modules() if isinstance(m, nn.Conv2d)][:13]
-    if len(indices) != 13:
-        raise ValueError(f"backbone.pretrained: expected the 13 conv weights of a torchvision vgg16 state dict "
-                         f"(features.N.weight), found {len(indices)}")
-    for conv, i in zip(convs, indices):
-        weight, bias = state[f"features.{i}.weight"], state[f"features.{i}.bias"]
-        if weight.shape != conv.weight.shape:
-            raise ValueError(f"backbone.pretrained: features.{i}.weight is {tuple(weight.shape)}, "
-                             f"the SSD extractor expects {tuple(conv.weight.shape)}")
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-            conv.bias.copy_(bias)
 
 
 def head_in_channels(ssd: SSD) -> list[int]:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from rtdetr_fine.modules.cfsam import CFSAM, combine, partition, resize_tokens
+from rtdetr_fine.modules.cfsam import CFSAM, OnMaps, cfsam_on_maps, combine, partition, resize_tokens
 
 SSD300_MAPS = [(512, 38), (1024, 19), (512, 10), (256, 5), (256, 3), (256, 1)]   # (channels, size)
 
@@ -139,3 +139,80 @@ def test_onnx_export_with_dynamic_batch_agrees_on_an_odd_token_count(tmp_path):
     for e, g in zip(expected, got):
         assert g.shape == tuple(e.shape)
         torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- ablations (the paper's Tables 5 and 6)
+
+def small_module(components="full", channels=(8, 16, 4), seed=0):
+    torch.manual_seed(seed)
+    return CFSAM(list(channels), hidden_dim=12, num_layers=1, num_heads=2, dim_feedforward=24,
+                 components=components).eval()
+
+
+def test_lfe_is_local_extraction_and_channel_restore_only():
+    """components: lfe -> R_i = Restore_i(Conv1x1(Conv3x3(F_i))): each map on its own, no Transformer, no fusion."""
+    module = small_module("lfe")
+    assert module.transformer is None and module.fuse is None
+    assert not any(k.startswith(("transformer.", "fuse.")) for k in module.state_dict())
+    feats = small_maps()
+    with torch.no_grad():
+        out = module(feats)
+        expected = [restore(local(f)) for local, restore, f in zip(module.local, module.restore, feats)]
+    for o, e in zip(out, expected):
+        torch.testing.assert_close(o, e, rtol=0, atol=0)
+    feats[2] = feats[2] + 1.0
+    with torch.no_grad():
+        torch.testing.assert_close(module(feats)[0], out[0], rtol=0, atol=0)   # no cross-layer interaction
+
+
+def test_lfe_gfe_recovers_the_transformer_output_without_fusion():
+    """components: lfe_gfe -> R = Recover(L'), L' = Combine(Transformer(Partition(L))): no Concat(L, L'), no fusion conv."""
+    module = small_module("lfe_gfe")
+    assert module.transformer is not None and module.fuse is None
+    feats = small_maps()
+    with torch.no_grad():
+        out = module(feats)
+        tokens = torch.cat([local(f).flatten(2) for local, f in zip(module.local, feats)], dim=2)   # [2, 12, 46]
+        expected = module.recover(module.global_attention(tokens), [f.shape[-2:] for f in feats])
+    for o, e in zip(out, expected):
+        torch.testing.assert_close(o, e, rtol=0, atol=0)
+    feats[2] = feats[2] + 1.0
+    with torch.no_grad():
+        assert not torch.allclose(module(feats)[0], out[0])                    # cross-layer interaction
+
+
+def test_components_add_weights_and_the_default_is_the_full_module():
+    counts = {c: sum(p.numel() for p in small_module(c).parameters()) for c in ("lfe", "lfe_gfe", "full")}
+    assert counts["lfe"] < counts["lfe_gfe"] < counts["full"]
+    full, default = small_module("full").state_dict(), small_module().state_dict()
+    assert list(full) == list(default) and all(torch.equal(full[k], default[k]) for k in full)
+    with pytest.raises(ValueError, match="components must be one of"):
+        CFSAM([4], components="gfe")
+
+
+def test_cfsam_on_all_maps_is_the_module_itself():
+    kwargs = dict(hidden_dim=12, num_layers=1, num_heads=2, dim_feedforward=24)
+    for maps in (None, [0, 1, 2]):
+        torch.manual_seed(0)
+        module = cfsam_on_maps([8, 16, 4], maps, **kwargs)
+        assert type(module) is CFSAM
+        reference = small_module()
+        assert all(torch.equal(v, reference.state_dict()[k]) for k, v in module.state_dict().items())
+
+
+def test_on_maps_runs_the_module_on_its_maps_and_passes_the_others_through():
+    torch.manual_seed(0)
+    module = cfsam_on_maps([8, 16, 4], [0, 2], hidden_dim=12, num_layers=1, num_heads=2, dim_feedforward=24).eval()
+    assert isinstance(module, OnMaps) and module.module.in_channels == [8, 4]
+    feats = small_maps()
+    with torch.no_grad():
+        out = module(feats)
+        inner = module.module([feats[0], feats[2]])
+    assert out[1] is feats[1]                                                  # passed through
+    torch.testing.assert_close(out[0], inner[0], rtol=0, atol=0)
+    torch.testing.assert_close(out[2], inner[1], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="built for 3 maps, got 2"):
+        module(feats[:2])
+    for bad in ([], [2, 1], [0, 3], [-1]):
+        with pytest.raises(ValueError, match="map indices must be increasing"):
+            cfsam_on_maps([8, 16, 4], bad)

@@ -279,3 +279,17 @@ def test_ground_truth_encoded_as_outputs_scores_ap_1_through_the_eval_path(tmp_p
     assert boxes_seen > 0
     stats, _ = coco_bbox_eval(load_coco_gt(dataset.coco.dataset), detections, verbose=False)
     assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+
+
+def test_the_voc_recipe_decays_every_parameter_as_its_config_says():
+    """configs/ssd300.yml: one optimiser group, weight decay 5e-4 on every trainable parameter (biases and the
+    conv4_3 L2Norm scale too), as its comment states."""
+    from rtdetr_fine.engine.optim import build_optimizer
+    cfg = rtdetr_fine.load_config(config_path("ssd300_cfsam.yml"), ["backbone.pretrained=null"])
+    model = rtdetr_fine.build_model(cfg)
+    groups = build_optimizer(model, cfg).param_groups
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 5e-4 and groups[0]["lr"] == 1e-3
+    decayed = {id(p) for p in groups[0]["params"]}
+    named = dict(model.named_parameters())
+    assert decayed == {id(p) for p in named.values() if p.requires_grad}
+    assert id(named["backbone.scale_weight"]) in decayed and id(named["head.regression_head.module_list.0.bias"]) in decayed
