@@ -115,7 +115,7 @@ def test_finetune_skips_only_class_heads_and_says_so(tmp_path, small_models):
 
 @pytest.mark.parametrize("content, reason", [
     (b"", "is empty (0 bytes)"),
-    (os.urandom(256), "is not a PyTorch checkpoint"),
+    (b"garbage:" + os.urandom(248), "is not a PyTorch checkpoint"),   # never a torch or safetensors magic
     ("truncated", "truncated or corrupt"),
     ("pickled", "holds a pickled Python object"),
 ])
