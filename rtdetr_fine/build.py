@@ -9,6 +9,7 @@ from .anydepth.convert import convert_to_anydepth
 from .anydepth.distill import DistillationCriterion, FullAndMin
 from .data.coco_ids import COCO_LABEL_TO_CATEGORY
 from .modules.cfsam import CFSAM
+from .modules.fine import FINEAlignment
 from .rtdetr.backbone import PResNet, load_pretrained_backbone
 from .rtdetr.criterion import SetCriterion
 from .rtdetr.decoder import RTDETRTransformer
@@ -50,7 +51,17 @@ def build_encoder(cfg: dict, in_channels) -> HybridEncoder:
                          nhead=e["nhead"], dim_feedforward=e["dim_feedforward"], dropout=e["dropout"],
                          enc_act=e["enc_act"], use_encoder_idx=e["use_encoder_idx"],
                          num_encoder_layers=e["num_encoder_layers"], pe_temperature=e["pe_temperature"],
-                         expansion=e["expansion"], depth_mult=e["depth_mult"], act=e["act"], fine=cfg["fine"])
+                         expansion=e["expansion"], depth_mult=e["depth_mult"], act=e["act"])
+
+
+def build_alignment(cfg: dict):
+    """The alignment module that converts the built hybrid encoder (`attach`), or None for the official
+    encoder: FINE with the `fine` section's settings when fine.enabled."""
+    if cfg["fine"]["enabled"]:
+        f = cfg["fine"]
+        return FINEAlignment(num_heads=f["num_heads"], ffn_ratio=f["ffn_ratio"], attention=f["attention"],
+                             modulation=f["modulation"], upsample=f["upsample"])
+    return None
 
 
 def build_decoder(cfg: dict) -> RTDETRTransformer:
@@ -81,13 +92,16 @@ def build_ssd300(cfg: dict) -> SSD300:
 
 
 def build_model(cfg: dict) -> nn.Module:
-    """RT-DETR (FINE in the encoder when cfg['fine']['enabled'], or a cross-layer module on the
-    encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or SSD300 when
-    cfg['detector'] is 'ssd300'."""
+    """RT-DETR (FINE in the encoder when cfg['fine']['enabled']: build_alignment; or a cross-layer
+    module on the encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or
+    SSD300 when cfg['detector'] is 'ssd300'."""
     if cfg["detector"] == "ssd300":
         return build_ssd300(cfg)
     backbone = build_backbone(cfg)
     encoder = build_encoder(cfg, backbone.out_channels)
+    alignment = build_alignment(cfg)
+    if alignment is not None:
+        alignment.attach(encoder)          # its layers under its authors' names, replacing official ones
     cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
     model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
     if cfg["anydepth"]["enabled"]:

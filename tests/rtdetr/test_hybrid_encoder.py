@@ -4,7 +4,7 @@ import torch
 from helpers import config_path
 
 import rtdetr_fine
-from rtdetr_fine.modules.fine import FINE
+from rtdetr_fine.modules.fine import FINE, FINEAlignment
 from rtdetr_fine.rtdetr.hybrid_encoder import HybridEncoder
 
 R18_PARAMS, R50_PARAMS = 20_184_464, 42_891_372
@@ -53,9 +53,8 @@ def test_ablation_configs_select_their_mode():
 def test_fine_refines_the_low_level_map_before_each_top_down_fusion(monkeypatch):
     """FINE's output (not P_l) is what the FPN block concatenates with the upsampled F_{l+1}."""
     torch.manual_seed(0)
-    enc = HybridEncoder(in_channels=[32, 64, 128], hidden_dim=64, nhead=4, dim_feedforward=128, expansion=0.5,
-                        fine={"enabled": True, "attention": "linear_bottleneck", "modulation": "multiply",
-                              "num_heads": 4, "ffn_ratio": 4}).eval()
+    enc = HybridEncoder(in_channels=[32, 64, 128], hidden_dim=64, nhead=4, dim_feedforward=128, expansion=0.5)
+    enc = FINEAlignment(num_heads=4, attention="linear_bottleneck", modulation="multiply").attach(enc).eval()
     feats = [torch.rand(1, 32, 32, 32), torch.rand(1, 64, 16, 16), torch.rand(1, 128, 8, 8)]
     seen = {}
     for j, (fine, fpn) in enumerate(zip(enc.fine, enc.fpn_blocks)):
@@ -80,7 +79,7 @@ def test_top_down_upsampling_is_bilinear_with_fine_as_the_authors_wired_it(confi
     torch.manual_seed(0)
     cfg = _cfg(config, "decoder.num_queries=10", "postprocessor.num_top_queries=10")
     enc = rtdetr_fine.build_model(cfg).encoder.eval()
-    assert hasattr(enc, "fine") == fine_on and enc.upsample_mode == mode
+    assert hasattr(enc, "fine") == fine_on and (enc.alignment.upsample if fine_on else "nearest") == mode
     seen = {}
     for j, (lateral, fpn) in enumerate(zip(enc.lateral_convs, enc.fpn_blocks)):
         lateral.register_forward_hook(lambda m, i, o, j=j: seen.__setitem__(("lateral", j), o))
@@ -97,7 +96,7 @@ def test_top_down_upsampling_is_bilinear_with_fine_as_the_authors_wired_it(confi
 
 def test_fine_upsample_nearest_is_selectable():
     enc = rtdetr_fine.build_model(_cfg("rtdetr_r18_fine.yml", "fine.upsample=nearest")).encoder
-    assert enc.upsample_mode == "nearest"
+    assert enc.alignment.upsample == "nearest"
     with pytest.raises(rtdetr_fine.ConfigError, match="fine.upsample"):
         _cfg("rtdetr_r18_fine.yml", "fine.upsample=bicubic")
 
