@@ -8,8 +8,11 @@ from torch import nn
 from .anydepth.convert import convert_to_anydepth
 from .anydepth.distill import DistillationCriterion, FullAndMin
 from .data.coco_ids import COCO_LABEL_TO_CATEGORY
+from .modules.adafpn import AdaFPNAlignment
 from .modules.cfsam import CFSAM
+from .modules.fapn import FaPNAlignment
 from .modules.fine import FINEAlignment
+from .modules.mgc import MGCAlignment
 from .rtdetr.backbone import PResNet, load_pretrained_backbone
 from .rtdetr.criterion import SetCriterion
 from .rtdetr.decoder import RTDETRTransformer
@@ -56,12 +59,14 @@ def build_encoder(cfg: dict, in_channels) -> HybridEncoder:
 
 def build_alignment(cfg: dict):
     """The alignment module that converts the built hybrid encoder (`attach`), or None for the official
-    encoder: FINE with the `fine` section's settings when fine.enabled."""
-    if cfg["fine"]["enabled"]:
+    encoder: encoder.alignment, where fine.enabled: true is FINE with the `fine` section's settings."""
+    name = "fine" if cfg["fine"]["enabled"] else cfg["encoder"]["alignment"]
+    if name == "fine":
         f = cfg["fine"]
         return FINEAlignment(num_heads=f["num_heads"], ffn_ratio=f["ffn_ratio"], attention=f["attention"],
                              modulation=f["modulation"], upsample=f["upsample"])
-    return None
+    table2 = {"fapn": FaPNAlignment, "adafpn": AdaFPNAlignment, "mgc": MGCAlignment}   # the FINE paper's Table 2
+    return table2[name]() if name else None
 
 
 def build_decoder(cfg: dict) -> RTDETRTransformer:
@@ -92,7 +97,7 @@ def build_ssd300(cfg: dict) -> SSD300:
 
 
 def build_model(cfg: dict) -> nn.Module:
-    """RT-DETR (FINE in the encoder when cfg['fine']['enabled']: build_alignment; or a cross-layer
+    """RT-DETR (FINE or another alignment module in the encoder: build_alignment; or a cross-layer
     module on the encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or
     SSD300 when cfg['detector'] is 'ssd300'."""
     if cfg["detector"] == "ssd300":
@@ -109,6 +114,9 @@ def build_model(cfg: dict) -> nn.Module:
     return model
 
 
+ALIGNMENT_NAMES = {"fapn": "FaPN", "adafpn": "AdaFPN", "mgc": "MGC"}
+
+
 def describe_model(cfg: dict) -> str:
     """One line naming what build_model builds, e.g. 'RT-DETR R18 + FINE (linear_bottleneck)'."""
     if cfg["detector"] == "ssd300":
@@ -117,6 +125,8 @@ def describe_model(cfg: dict) -> str:
         name = f"RT-DETR R{cfg['backbone']['depth']}"
         if cfg["fine"]["enabled"]:
             name += f" + FINE ({cfg['fine']['attention']})"
+        elif cfg["encoder"]["alignment"]:
+            name += f" + {ALIGNMENT_NAMES[cfg['encoder']['alignment']]}"
     if cfg["cross_layer"]:
         name += f" + {cfg['cross_layer'].upper()}"
     if cfg["anydepth"]["enabled"]:

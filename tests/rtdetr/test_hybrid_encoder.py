@@ -1,4 +1,5 @@
-"""FINE inside the hybrid encoder: where it sits, what it adds, and that the baseline is untouched."""
+"""FINE (and the other alignment modules) inside the hybrid encoder: where it sits, what it adds, and
+that the baseline is untouched."""
 import pytest
 import torch
 from helpers import config_path
@@ -33,6 +34,22 @@ def test_fine_disabled_or_absent_keeps_the_official_state_dict():
     assert [(k, v.shape) for k, v in base.items()] == [(k, v.shape) for k, v in off.items()]
     on = rtdetr_fine.build_model(_cfg("rtdetr_r18_fine.yml")).state_dict()
     assert {k for k in on if k not in base} == {k for k in on if k.startswith("encoder.fine.")}
+
+
+@pytest.mark.parametrize("variant, replaced, added", [
+    ("fapn", ("encoder.input_proj.",), ("encoder.feature_selection.", "encoder.offset.", "encoder.feature_align.")),
+    ("adafpn", ("encoder.fpn_blocks.",), ("encoder.ada_fpn_blocks.",)),
+    ("mgc", ("encoder.input_proj.",), ("encoder.mgc.",)),
+])
+def test_table2_alignments_change_only_their_layers_and_off_is_the_official_state_dict(variant, replaced, added):
+    base = rtdetr_fine.build_model(_cfg("rtdetr_r18.yml")).state_dict()
+    config = f"ablation/rtdetr_r18_{variant}.yml"
+    off = rtdetr_fine.build_model(_cfg(config, "encoder.alignment=null")).state_dict()
+    assert [(k, v.shape) for k, v in base.items()] == [(k, v.shape) for k, v in off.items()]
+    on = rtdetr_fine.build_model(_cfg(config)).state_dict()
+    assert {k for k in base if k not in on} == {k for k in base if k.startswith(replaced)}
+    assert {k for k in on if k not in base} == {k for k in on if k.startswith(added)}
+    assert all(on[k].shape == v.shape for k, v in base.items() if k in on)
 
 
 @pytest.mark.parametrize("mode", ["quadratic", "linear", "linear_bottleneck"])
