@@ -101,9 +101,9 @@ class CSPRepLayer(nn.Module):
 class HybridEncoder(nn.Module):
     """Backbone maps (strides 8/16/32) -> three fused maps of `hidden_dim` channels, same strides.
 
-    `alignment` is None: the official encoder. A builder may attach an alignment module afterwards
-    (`plugin.attach(encoder)`, rtdetr_fine/modules/): it adds its layers under its authors' names,
-    deletes the official layers it replaces and sets `alignment`, whose `project(encoder, feats)`
+    `alignment` is None: the official encoder. The builder may attach an alignment module afterwards
+    (`FaPNAlignment().attach(encoder)`, rtdetr_fine/modules/): it adds its layers under its authors'
+    names, deletes the official layers it replaces and sets `alignment`, whose `project(encoder, feats)`
     and/or `fuse(encoder, j, feat_high, feat_low)` then stand in for the official computation.
     """
 
