@@ -8,7 +8,11 @@ from torch import nn
 from .anydepth.convert import convert_to_anydepth
 from .anydepth.distill import DistillationCriterion, FullAndMin
 from .data.coco_ids import COCO_LABEL_TO_CATEGORY
+from .modules.adafpn import AdaFPNAlignment
 from .modules.cfsam import cfsam_on_maps
+from .modules.fapn import FaPNAlignment
+from .modules.fine import FINEAlignment
+from .modules.mgc import MGCAlignment
 from .rtdetr.backbone import PResNet, load_pretrained_backbone
 from .rtdetr.criterion import SetCriterion
 from .rtdetr.decoder import RTDETRTransformer
@@ -50,7 +54,19 @@ def build_encoder(cfg: dict, in_channels) -> HybridEncoder:
                          nhead=e["nhead"], dim_feedforward=e["dim_feedforward"], dropout=e["dropout"],
                          enc_act=e["enc_act"], use_encoder_idx=e["use_encoder_idx"],
                          num_encoder_layers=e["num_encoder_layers"], pe_temperature=e["pe_temperature"],
-                         expansion=e["expansion"], depth_mult=e["depth_mult"], act=e["act"], fine=cfg["fine"])
+                         expansion=e["expansion"], depth_mult=e["depth_mult"], act=e["act"])
+
+
+def build_alignment(cfg: dict):
+    """The alignment module that converts the built hybrid encoder (`attach`), or None for the official
+    encoder: encoder.alignment, where fine.enabled: true is FINE with the `fine` section's settings."""
+    name = "fine" if cfg["fine"]["enabled"] else cfg["encoder"]["alignment"]
+    if name == "fine":
+        f = cfg["fine"]
+        return FINEAlignment(num_heads=f["num_heads"], ffn_ratio=f["ffn_ratio"], attention=f["attention"],
+                             modulation=f["modulation"], upsample=f["upsample"])
+    table2 = {"fapn": FaPNAlignment, "adafpn": AdaFPNAlignment, "mgc": MGCAlignment}   # the FINE paper's Table 2
+    return table2[name]() if name else None
 
 
 def build_decoder(cfg: dict) -> RTDETRTransformer:
@@ -82,18 +98,24 @@ def build_ssd300(cfg: dict) -> SSD300:
 
 
 def build_model(cfg: dict) -> nn.Module:
-    """RT-DETR (FINE in the encoder when cfg['fine']['enabled'], or a cross-layer module on the
-    encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or SSD300 when
-    cfg['detector'] is 'ssd300'."""
+    """RT-DETR (FINE or another alignment module in the encoder: build_alignment; or a cross-layer
+    module on the encoder's output maps; converted to any-depth when cfg['anydepth']['enabled']), or
+    SSD300 when cfg['detector'] is 'ssd300'."""
     if cfg["detector"] == "ssd300":
         return build_ssd300(cfg)
     backbone = build_backbone(cfg)
     encoder = build_encoder(cfg, backbone.out_channels)
+    alignment = build_alignment(cfg)
+    if alignment is not None:
+        alignment.attach(encoder)          # its layers under its authors' names, replacing official ones
     cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
     model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
     if cfg["anydepth"]["enabled"]:
         model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"])
     return model
+
+
+ALIGNMENT_NAMES = {"fapn": "FaPN", "adafpn": "AdaFPN", "mgc": "MGC"}
 
 
 def describe_model(cfg: dict) -> str:
@@ -104,6 +126,8 @@ def describe_model(cfg: dict) -> str:
         name = f"RT-DETR R{cfg['backbone']['depth']}"
         if cfg["fine"]["enabled"]:
             name += f" + FINE ({cfg['fine']['attention']})"
+        elif cfg["encoder"]["alignment"]:
+            name += f" + {ALIGNMENT_NAMES[cfg['encoder']['alignment']]}"
     if cfg["cross_layer"]:
         name += f" + {cfg['cross_layer'].upper()}"
         if cfg["cross_layer"] == "cfsam" and (cfg["cfsam"]["components"] != "full" or cfg["cfsam"]["maps"]):

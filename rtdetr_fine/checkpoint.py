@@ -211,8 +211,7 @@ def describe_architecture(state: dict) -> str:
         if cls is not None and box is not None and box.shape[0] % 4 == 0 and box.shape[0]:
             parts.append(f"{cls.shape[0] // (box.shape[0] // 4) - 1} classes")
     elif any(k.startswith("decoder.") for k in keys):
-        parts = [f"RT-DETR {_backbone_name(keys)}", "with FINE" if any(k.startswith("encoder.fine.") for k in keys)
-                 else "without FINE"]
+        parts = [f"RT-DETR {_backbone_name(keys)}", _alignment_name(keys)]
         layers = {m.group(1) for k in keys for m in [re.match(r"decoder\.decoder\.layers\.(\d+)\.", k)] if m}
         parts.append(f"{len(layers)} decoder layers")
         proj = state.get("decoder.enc_output.0.weight")
@@ -228,6 +227,17 @@ def describe_architecture(state: dict) -> str:
     if any(".skip." in k for k in keys):
         parts.insert(1, "any-depth")
     return ", ".join(parts)
+
+
+# the hybrid encoder's alignment modules (rtdetr_fine/modules/), by a layer each adds under its authors' name
+ALIGNMENT_KEYS = (("encoder.fine.", "FINE"), ("encoder.feature_align.", "FaPN"), ("encoder.ada_fpn_blocks.", "AdaFPN"),
+                  ("encoder.mgc.", "MGC"))
+
+
+def _alignment_name(keys) -> str:
+    """'with FINE' (or FaPN, AdaFPN, MGC), or 'without FINE' for the official encoder."""
+    found = [name for prefix, name in ALIGNMENT_KEYS if any(k.startswith(prefix) for k in keys)]
+    return f"with {' + '.join(found)}" if found else "without FINE"
 
 
 def _backbone_name(keys) -> str:
@@ -341,7 +351,7 @@ def _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune
                      + (" (any-depth skip norms: fine-tune from it with -t)" if any(".skip." in k for k in missing)
                         else ""))
     lines.append("  use the config the checkpoint was trained with (backbone.depth, fine.enabled, cross_layer, "
-                 "decoder.num_decoder_layers, ...)")
+                 "encoder.alignment, decoder.num_decoder_layers, ...)")
     return CheckpointMismatchError("\n".join(lines), False, ckpt_classes)
 
 

@@ -19,6 +19,7 @@ COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768,
 DETECTORS = ("rtdetr", "ssd300")
 CROSS_LAYER_MODULES = ("cfsam",)
 EVAL_METRICS = ("coco", "voc07", "voc")   # evaluator.metric (rtdetr_fine/evaluation/metric.py)
+ALIGNMENTS = ("fine", "fapn", "adafpn", "mgc")   # encoder.alignment: rtdetr_fine/modules/, build.build_alignment
 OPTIMIZERS = ("AdamW", "SGD")
 
 DEFAULTS = {
@@ -39,6 +40,7 @@ DEFAULTS = {
         "use_encoder_idx": [2], "num_encoder_layers": 1, "nhead": 8, "dim_feedforward": 1024,
         "dropout": 0.0, "enc_act": "gelu", "pe_temperature": 10000, "expansion": 1.0,
         "depth_mult": 1.0, "act": "silu",
+        "alignment": None,            # null | fine (= fine.enabled: true) | fapn | adafpn | mgc (FINE paper, Table 2)
     },
     "fine": {
         "enabled": False,
@@ -517,6 +519,7 @@ RULES = {
     "encoder.expansion": _POSITIVE,
     "encoder.depth_mult": _POSITIVE,
     "encoder.act": _one_of(*ACTIVATIONS),
+    "encoder.alignment": _optional(_one_of(*ALIGNMENTS)),
     "fine.enabled": _boolean,
     "fine.attention": lambda v, cfg=None: _one_of(*_fine_choices()[0])(v),
     "fine.modulation": lambda v, cfg=None: _one_of(*_fine_choices()[1])(v),
@@ -674,6 +677,7 @@ def _validate_combinations(cfg, where):
     def fail(keys, message):
         raise ConfigError(f"{where(*keys)}: {message}")
 
+    _resolve_alignment(cfg, fail)
     if cfg["cross_layer"] is not None and fine["enabled"]:
         fail(("cross_layer", "fine.enabled"), f"cross_layer: {cfg['cross_layer']} and fine.enabled: true exclude "
              "each other (both refine the multi-scale maps); switch one of them off")
@@ -718,6 +722,25 @@ def _validate_combinations(cfg, where):
             fail(("postprocessor.num_top_queries", "decoder.num_queries", "num_classes"),
                  f"postprocessor.num_top_queries={cfg['postprocessor']['num_top_queries']} is more than the "
                  f"decoder.num_queries x num_classes = {most} scores there are")
+
+
+def _resolve_alignment(cfg, fail):
+    """encoder.alignment: fine and fine.enabled: true say the same; each is set to agree with the other.
+    The Table 2 modules replace layers of the official RT-DETR encoder, which the any-depth conversion
+    expects (input_proj, fpn_blocks)."""
+    fine, alignment = cfg["fine"], cfg["encoder"]["alignment"]
+    if fine["enabled"] and alignment not in (None, "fine"):
+        fail(("encoder.alignment", "fine.enabled"), f"encoder.alignment: {alignment} and fine.enabled: true exclude "
+             "each other (one alignment module per encoder); switch one of them off")
+    if fine["enabled"] or alignment == "fine":
+        fine["enabled"], cfg["encoder"]["alignment"] = True, "fine"
+    elif alignment is not None and cfg["detector"] != "rtdetr":
+        fail(("encoder.alignment", "detector"), f"encoder.alignment: {alignment} needs detector: rtdetr (it lives in "
+             f"RT-DETR's hybrid encoder), got detector: {cfg['detector']}")
+    elif alignment is not None and cfg["anydepth"]["enabled"]:
+        fail(("encoder.alignment", "anydepth.enabled"), f"encoder.alignment: {alignment} replaces layers of the "
+             "official encoder that the any-depth conversion converts (input_proj, fpn_blocks); any-depth takes "
+             "the official encoder or FINE")
 
 
 def _validate_optimizer_groups(groups, where):

@@ -10,8 +10,9 @@ scripts written for it work unchanged:
              scores              float32 [N, K]     sigmoid scores, sorted descending
 
 Deploy-only forms live here, not in the model files: `model.deploy()` converts every
-module that offers `convert_to_deploy` (RepVGG blocks fuse their branches), and
-`fixed_size_forms` applies the forms that only hold for one traced input size.
+module that offers `convert_to_deploy` (RepVGG blocks fuse their branches),
+`fixed_size_forms` applies the forms that only hold for one traced input size, and
+`sampled_deform_convs` traces torchvision's deformable convolutions (FaPN) in ops of our opset.
 """
 import contextlib
 import os
@@ -19,7 +20,9 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import DeformConv2d
 
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
@@ -112,6 +115,66 @@ def fixed_size_forms(model: nn.Module):
             m.ceil_mode = True
 
 
+def deform_conv2d_by_sampling(x, offset, mask, weight, bias, stride=(1, 1), padding=(0, 0), dilation=(1, 1)):
+    """torchvision.ops.deform_conv2d (modulated when `mask` is given) as GridSample + a grouped 1x1 conv.
+
+    Each kernel point k of each offset group reads x at (h * stride - pad + k_i * dil + dy, ...):
+    GridSample (bilinear, zeros padding, align_corners False) interpolates exactly as deform_conv2d
+    does, a corner outside the map reading 0. The samples, times the mask, form the columns
+    [B, C * kh * kw, Ho, Wo] that the weight, reshaped to a 1x1 kernel, contracts group by group.
+    x [B, C, H, W], offset [B, 2 G kh kw, Ho, Wo], mask [B, G kh kw, Ho, Wo] -> [B, C_out, Ho, Wo].
+    """
+    b, c, h, w = x.shape
+    out_channels, group_channels, kh, kw = weight.shape
+    points, (ho, wo) = kh * kw, offset.shape[-2:]
+    groups = offset.shape[1] // (2 * points)                                     # offset groups
+    offset = offset.view(b, groups, points, 2, ho, wo)                           # (dy, dx) per point
+    arange = lambda n: torch.arange(n, device=x.device)                          # noqa: E731
+    point_y = (arange(kh) * dilation[0]).repeat_interleave(kw).view(points, 1, 1)
+    point_x = (arange(kw) * dilation[1]).repeat(kh).view(points, 1, 1)
+    y = (arange(ho) * stride[0] - padding[0]).view(ho, 1) + point_y + offset[:, :, :, 0]   # [B, G, P, Ho, Wo]
+    x_pos = (arange(wo) * stride[1] - padding[1]).view(1, wo) + point_x + offset[:, :, :, 1]
+    grid = torch.stack([(2 * x_pos + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1).view(b * groups, points * ho, wo, 2)
+    sampled = F.grid_sample(x.reshape(b * groups, c // groups, h, w), grid, mode="bilinear", padding_mode="zeros",
+                            align_corners=False).view(b, groups, c // groups, points, ho, wo)
+    if mask is not None:
+        sampled = sampled * mask.view(b, groups, 1, points, ho, wo)
+    columns = sampled.reshape(b, c * points, ho, wo)                             # channel c_in * P + point
+    return F.conv2d(columns, weight.reshape(out_channels, group_channels * points, 1, 1), bias,
+                    groups=c // group_channels)
+
+
+class SampledDeformConv(nn.Module):
+    """A DeformConv2d's computation by deform_conv2d_by_sampling, with the same weights."""
+
+    def __init__(self, conv: DeformConv2d):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x, offset, mask=None):
+        c = self.conv
+        return deform_conv2d_by_sampling(x, offset, mask, c.weight, c.bias, c.stride, c.padding, c.dilation)
+
+
+@contextlib.contextmanager
+def sampled_deform_convs(model: nn.Module):
+    """While exporting, every torchvision DeformConv2d (FaPN's alignment) computes by sampling.
+
+    torchvision's deform_conv2d has no form in the TorchScript exporter, and ONNX's DeformConv needs
+    opset 19 (onnxruntime 1.31 runs it from the dynamo exporter); GridSample + Conv are opset 16,
+    so the graph stays at OPSET and runs in TensorRT and onnxruntime alike.
+    """
+    swapped = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()
+               if isinstance(child, DeformConv2d)]
+    for parent, name, child in swapped:
+        setattr(parent, name, SampledDeformConv(child))
+    try:
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 def export(model: DeployModel, path: str, height: int = 640, width: int = 640, batch_size: int = 1,
            dynamic: bool = False) -> str:
     """Trace `model` to an opset-17 ONNX file at `path` (fixed H x W; batch fixed or dynamic)."""
@@ -122,7 +185,7 @@ def export(model: DeployModel, path: str, height: int = 640, width: int = 640, b
     tmp = f"{path}.{os.getpid()}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        with warnings.catch_warnings(), torch.no_grad(), fixed_size_forms(model):
+        with warnings.catch_warnings(), torch.no_grad(), fixed_size_forms(model), sampled_deform_convs(model):
             # tracer warnings about shape-derived Python values: the size is fixed by design
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (images, sizes), tmp, opset_version=OPSET, input_names=INPUT_NAMES,

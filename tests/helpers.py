@@ -63,3 +63,33 @@ def read_log(out):
     """The records of a run's log.txt, one dict per epoch."""
     with open(os.path.join(out, "log.txt")) as f:
         return [json.loads(line) for line in f]
+
+
+def table2_model(variant, *overrides):
+    """R18 with the FINE paper's Table 2 module `variant` (fapn, adafpn, mgc), built from
+    configs/ablation/rtdetr_r18_<variant>.yml without pretrained weights."""
+    import rtdetr_fine
+    cfg = rtdetr_fine.load_config(config_path(f"ablation/rtdetr_r18_{variant}.yml"),
+                                  ["backbone.pretrained=null", *overrides])
+    return rtdetr_fine.build_model(cfg)
+
+
+def table2_authors_encoder(variant):
+    """(the R18 + `variant` encoder in float64 eval mode with the module weights of the authors' fixture,
+    the fixture): ../shared/conformance/t2_<variant>_seed0.pt and t2_<variant>_keys.tsv (README_t2.md)."""
+    import torch
+    from fill_weights import fill, read_keys
+    fx = torch.load(os.path.join(CONFORMANCE, f"t2_{variant}_seed0.pt"), weights_only=False)
+    module = fill(read_keys(os.path.join(CONFORMANCE, f"t2_{variant}_keys.tsv")), fx["weights_seed"])
+    encoder = table2_model(variant).encoder.double().eval()
+    unexpected = encoder.load_state_dict(module, strict=False).unexpected_keys
+    assert not unexpected, f"names of the authors' module that the encoder does not have: {unexpected}"
+    return encoder, fx
+
+
+def assert_maps_close(ours, theirs, atol=1e-6):
+    """Float64 maps (or lists of them, pair by pair) equal to `atol`."""
+    import torch
+    pairs = zip(ours, theirs, strict=True) if isinstance(ours, (list, tuple)) else [(ours, theirs)]
+    for i, (a, b) in enumerate(pairs):
+        torch.testing.assert_close(a, b, rtol=0, atol=atol, msg=lambda m, i=i: f"map {i}: {m}")

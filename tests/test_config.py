@@ -44,7 +44,8 @@ def test_bad_values_are_errors(tmp_path):
 
 RECIPE_CONFIGS = ["rtdetr_r18.yml", "rtdetr_r50.yml", "rtdetr_r18_fine.yml", "rtdetr_r50_fine.yml",
                   "ablation/rtdetr_r18_fine_quadratic.yml", "ablation/rtdetr_r18_fine_linear.yml",
-                  "ablation/rtdetr_r18_fine_linear_bottleneck.yml"]
+                  "ablation/rtdetr_r18_fine_linear_bottleneck.yml",
+                  "ablation/rtdetr_r18_fapn.yml", "ablation/rtdetr_r18_adafpn.yml", "ablation/rtdetr_r18_mgc.yml"]
 
 
 @pytest.mark.parametrize("name", RECIPE_CONFIGS + ["rtdetr_r18_6x.yml", "rtdetr_r50_6x.yml", "rtdetr_r18_fine_6x.yml",
@@ -110,6 +111,38 @@ def test_detector_and_cross_layer_errors_name_the_keys(overrides, names):
         rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), overrides)
     for name in names:
         assert name in str(e.value)
+
+
+@pytest.mark.parametrize("config, overrides, names", [
+    ("rtdetr_r18_fine.yml", ["encoder.alignment=fapn"], ["encoder.alignment: fapn", "fine.enabled",
+                                                          "rtdetr_r18_fine.yml"]),
+    ("ablation/rtdetr_r18_mgc.yml", ["anydepth.enabled=true"], ["encoder.alignment: mgc", "anydepth.enabled",
+                                                                 "rtdetr_r18_mgc.yml"]),
+    ("ssd300.yml", ["encoder.alignment=adafpn"], ["encoder.alignment: adafpn", "detector: ssd300"]),
+    ("rtdetr_r18.yml", ["encoder.alignment=sni"], ["encoder.alignment", "'fine', 'fapn', 'adafpn', 'mgc'"]),
+])
+def test_encoder_alignment_errors_name_the_keys_and_files(config, overrides, names):
+    with pytest.raises(ConfigError) as e:
+        rtdetr_fine.load_config(config_path(config), overrides)
+    for name in names:
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("overrides", [["encoder.alignment=fine"], ["fine.enabled=true"],
+                                       ["fine.enabled=true", "encoder.alignment=fine"]])
+def test_encoder_alignment_fine_and_fine_enabled_say_the_same(overrides):
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), overrides)
+    assert cfg["fine"]["enabled"] is True and cfg["encoder"]["alignment"] == "fine"
+    assert rtdetr_fine.describe_model(cfg) == "RT-DETR R18 + FINE (linear_bottleneck)"
+
+
+@pytest.mark.parametrize("variant, name", [("fapn", "FaPN"), ("adafpn", "AdaFPN"), ("mgc", "MGC")])
+def test_table2_configs_select_their_module(variant, name):
+    cfg = rtdetr_fine.load_config(config_path(f"ablation/rtdetr_r18_{variant}.yml"))
+    assert cfg["encoder"]["alignment"] == variant and not cfg["fine"]["enabled"] and cfg["epochs"] == 12
+    assert rtdetr_fine.describe_model(cfg) == f"RT-DETR R18 + {name}"
+    # the authors' AdaFPN and MGC runs used float16 mixed precision (--amp), their FaPN run fp32
+    assert cfg["amp"]["dtype"] == ("bfloat16" if variant == "fapn" else "float16")
 
 
 def test_fine_config_with_cfsam_is_an_error_naming_the_file(tmp_path):

@@ -27,6 +27,7 @@ TENSORRT10_OPS = {
     "Constant", "ConstantOfShape", "Conv", "Cos", "CumSum", "Div", "Einsum", "Equal", "Erf", "Exp", "Expand",
     "Flatten", "Floor", "Gather", "GatherElements", "GatherND", "Gelu", "Gemm", "GlobalAveragePool", "Greater",
     "GreaterOrEqual", "GridSample", "HardSigmoid", "HardSwish", "Identity", "LayerNormalization", "LeakyRelu",
+    "InstanceNormalization", "ReduceL2",   # GroupNorm (FaPN's FSM), F.normalize (MGC): onnx-tensorrt 10.1 docs
     "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Min", "Mod", "Mul", "Neg", "Not", "Or", "Pad",
     "Pow", "Range", "Reciprocal", "ReduceL1", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape",
     "Resize", "ScatterElements", "ScatterND", "Shape", "Sigmoid", "Sin", "Slice", "Softmax", "Split", "Sqrt",

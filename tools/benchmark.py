@@ -19,10 +19,11 @@ and benchmark.png to --out-dir.
 backbone stage skipped alone, the neck skipped alone, all skips, min), all copies of one built
 model, each exported with only the layers it runs; the plot is latency vs GFLOPs, a point per depth.
 
---compare times, in one run, RT-DETR R18, + FINE (each attention mode), + CFSAM at 640 and
-SSD300, SSD300 + CFSAM at 300 (the VOC configs, as the paper's table), and puts the papers' figures
-next to ours: the FINE paper's Table 3 (Jetson Orin Nano, TensorRT) for the RT-DETR rows,
-the CFSAM paper's Table 4 (VOC, GPU) for the SSD300 rows; see tools/benchmarking/papers.py.
+--compare times, in one run, RT-DETR R18, + FINE (each attention mode), + FaPN, AdaFPN, MGC (the
+FINE paper's Table 2), + CFSAM at 640 and SSD300, SSD300 + CFSAM at 300 (the VOC configs, as the
+paper's table), and puts the papers' figures next to ours: the FINE paper's Table 3 (Jetson Orin
+Nano, TensorRT) for the FINE rows, the CFSAM paper's Table 4 (VOC, GPU) for the SSD300 rows; see
+tools/benchmarking/papers.py.
 
 --onnx adds ONNX files exported elsewhere with the same interface (inputs `images`,
 `orig_target_sizes`), e.g. the official RT-DETR's tools/export_onnx.py output: they
@@ -70,7 +71,8 @@ def parse_args(argv=None):
     what.add_argument("-c", "--config", nargs="+", help="config(s); ratios are against the first")
     what.add_argument("--ablation", action="store_true", help="baseline R18 + FINE quadratic/linear/linear_bottleneck")
     what.add_argument("--compare", action="store_true",
-                      help="R18, + FINE (each mode), + CFSAM at 640; SSD300, SSD300 + CFSAM at 300; ratios to each "
+                      help="R18, + FINE (each mode), + FaPN/AdaFPN/MGC, + CFSAM at 640; SSD300, SSD300 + CFSAM at "
+                           "300; ratios to each "
                            "family's baseline, next to the papers' figures (FINE Table 3, CFSAM Table 4)")
     p.add_argument("--anydepth", action="store_true",
                    help="with -c CONFIG (one any-depth config): a row per depth (full, each backbone stage skipped "

@@ -1,6 +1,7 @@
-"""Parameters and GFLOPs of SSD300 / RT-DETR with and without CFSAM: the CFSAM paper's Table 4 columns.
+"""Parameters and GFLOPs of SSD300 / RT-DETR with and without CFSAM: the CFSAM paper's Table 4 columns
+(and RT-DETR R18 with FINE or the FINE paper's Table 2 baselines, docs/table2.md).
 
-    python tools/cfsam_cost.py                          # the table in docs/cfsam_ssd300.md
+    python tools/cfsam_cost.py                          # the tables in docs/cfsam_ssd300.md, docs/table2.md
     python tools/cfsam_cost.py -c configs/ssd300.yml configs/ssd300_cfsam.yml
 
 Each config is measured at its val_dataloader.image_size, in eval mode (no weights needed; random
@@ -20,7 +21,10 @@ from rtdetr_fine.evaluation.flops import count_flops, count_params
 
 CONFIGS = ("configs/ssd300.yml", "configs/ssd300_cfsam.yml", "configs/ssd300_coco.yml",
            "configs/ssd300_cfsam_coco.yml", "configs/rtdetr_r18.yml", "configs/rtdetr_r18_fine.yml",
-           "configs/rtdetr_r18_cfsam.yml")
+           "configs/rtdetr_r18_cfsam.yml",
+           # the FINE paper's Table 2 baselines in R18, as its authors ran them (docs/table2.md)
+           "configs/ablation/rtdetr_r18_fapn.yml", "configs/ablation/rtdetr_r18_adafpn.yml",
+           "configs/ablation/rtdetr_r18_mgc.yml")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_TABLE4 = {"configs/ssd300.yml": ("26.29M", "31.37"), "configs/ssd300_cfsam.yml": ("45.16M", "45.22")}
 

@@ -69,9 +69,10 @@ def plot(runs: dict, reference: str = None):
     fig, (ax_ap, ax_loss, ax_terms) = plt.subplots(1, 3, figsize=(16, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if reference:
-        for i, (label, ap) in enumerate(reference_curves(reference).items()):
-            ax_ap.plot(range(1, len(ap) + 1), ap, linestyle="--", marker=".", color="0.35", alpha=0.45 + 0.2 * i,
-                       label=f"{label}, {reference}")
+        curves = reference_curves(reference)
+        for i, (label, ap) in enumerate(curves.items()):   # grey, told apart by shade and marker
+            ax_ap.plot(range(1, len(ap) + 1), ap, linestyle="--", marker=".ov^sD"[i % 6], markersize=4, color="0.35",
+                       alpha=0.45 + 0.55 * i / max(1, len(curves) - 1), label=f"{label}, {reference}")
     for i, (label, records) in enumerate(runs.items()):
         color = colors[i % len(colors)]
         ax_ap.plot(*series(records, "val_AP", 100.0), marker="o", color=color, label=label)

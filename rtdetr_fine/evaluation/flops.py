@@ -19,10 +19,14 @@ global registry is left untouched):
     would be: in-projections, attention, out-projection.
   * aten._transformer_encoder_layer_fwd: nn.TransformerEncoderLayer's fast path
     (same conditions), counted as projections + attention + feed-forward.
+  * torchvision.deform_conv2d (FaPN's alignment): counted as the convolution it applies to
+    the sampled columns, 2 * B * C_out * H_out * W_out * C_in / groups * kh * kw; the bilinear
+    sampling and the mask are not counted (as grid_sample is not).
 """
 import math
 
 import torch
+import torchvision  # noqa: F401 - registers torch.ops.torchvision (deform_conv2d below)
 from torch.utils.flop_counter import FlopCounterMode
 
 aten = torch.ops.aten
@@ -80,11 +84,17 @@ def transformer_encoder_layer_flop(src_shape, embed_dim, num_heads, qkv_weight_s
     return attention_block + feed_forward
 
 
+def deform_conv2d_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs):
+    """torchvision.deform_conv2d(input, weight, offset, mask, bias, ...): the convolution's 2 * MAC."""
+    return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
+
+
 EXTRA_FLOP_FORMULAS = {
     aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu_flop,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_cpu_backward_flop,
     aten._native_multi_head_attention: native_mha_flop,
     aten._transformer_encoder_layer_fwd: transformer_encoder_layer_flop,
+    torch.ops.torchvision.deform_conv2d: deform_conv2d_flop,
 }
 
 

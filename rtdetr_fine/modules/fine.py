@@ -21,11 +21,14 @@ Two modulations:
   * "multiply": P~_l = P_l * A_l                (Eq. 2 / Eq. 8; the authors' module).
   * "residual": P~_l = P_l + P_l * A_l          (revised FINE, "residual element-wise
                                                  modulation").
+
+FINEAlignment wires the modules into RT-DETR's hybrid encoder as the authors' RT-DETR does.
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.layers import upsample_2x
 from ..nn.position_encoding import sincos_2d
 
 ATTENTION_MODES = ("quadratic", "linear", "linear_bottleneck")
@@ -227,3 +230,38 @@ class FINE(nn.Module):
     def forward(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         """low P_l [B, C, H, W], high F_{l+1} [B, C_h, h, w] -> refined P_l [B, C, H, W]."""
         return self.modulate(low, self.modulation_map(low, high))
+
+
+class FINEAlignment:
+    """FINE in RT-DETR's hybrid encoder, as the FINE authors' RT-DETR wires it ("Ours" in their
+    top-down loop): before top-down fusion j, P_l is refined by `encoder.fine[j]` with F_{l+1}
+    (Eq. 2/8), and F_{l+1} is upsampled with `upsample` ("bilinear" in their code; the official
+    baseline's is "nearest") for the CSP block's input [up(F_{l+1}), refined P_l].
+
+    `attach(encoder)` adds `encoder.fine`, one module per top-down fusion in the order the loop
+    visits them (coarse to fine); with "linear_bottleneck" each pools both maps to the coarsest one.
+    """
+
+    def __init__(self, num_heads: int = 16, ffn_ratio: int = 4, attention: str = "linear_bottleneck",
+                 modulation: str = "multiply", upsample: str = "bilinear"):
+        self.num_heads, self.ffn_ratio = num_heads, ffn_ratio
+        self.attention, self.modulation, self.upsample = attention, modulation, upsample
+
+    def module(self, encoder, idx: int) -> FINE:
+        """The FINE module refining level idx-1 with level idx."""
+        bottleneck = self.attention == "linear_bottleneck"
+        strides, dim = encoder.feat_strides, encoder.hidden_dim
+        return FINE(dim, dim, num_heads=self.num_heads, ffn_ratio=self.ffn_ratio, attention=self.attention,
+                    modulation=self.modulation, low_pool=strides[-1] // strides[idx - 1] if bottleneck else 1,
+                    high_pool=strides[-1] // strides[idx] if bottleneck else 1)
+
+    def attach(self, encoder):
+        levels = len(encoder.in_channels)
+        encoder.fine = nn.ModuleList(self.module(encoder, idx) for idx in range(levels - 1, 0, -1))
+        encoder.alignment = self
+        return encoder
+
+    def fuse(self, encoder, j: int, feat_high: torch.Tensor, feat_low: torch.Tensor) -> torch.Tensor:
+        """F_{l+1} [B, C, h, w], P_l [B, C, 2h, 2w] -> the CSP block's output [B, C, 2h, 2w]."""
+        refined = encoder.fine[j](feat_low, feat_high)                                 # Eq. 2/8
+        return encoder.fpn_blocks[j](torch.cat([upsample_2x(feat_high, self.upsample), refined], dim=1))

@@ -14,6 +14,12 @@ def get_activation(name):
     return table[name]()
 
 
+def upsample_2x(x, mode):
+    """F_{l+1} [B, C, h, w] -> [B, C, 2h, 2w] for a top-down fusion ("nearest" | "bilinear",
+    the latter with align_corners False)."""
+    return F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False if mode == "bilinear" else None)
+
+
 class ConvNormLayer(nn.Module):
     """Conv2d (no bias by default, 'same' padding for odd kernels) -> BatchNorm2d -> activation."""
 

@@ -1,23 +1,16 @@
 """RT-DETR's hybrid encoder: AIFI on the stride-32 map, then CCFF (top-down FPN + bottom-up PAN).
 
 AIFI = one transformer encoder layer (intra-scale interaction, RT-DETR Sec. 4.2);
-CCFF = cross-scale fusion with CSPRepLayer blocks. With FINE enabled, a FINE module
-refines the low-level map before each top-down fusion (FINE paper, Eq. 2/8); see
-`HybridEncoder.top_down`.
+CCFF = cross-scale fusion with CSPRepLayer blocks. The papers' alignment modules (FINE, and the
+FINE paper's Table 2 baselines FaPN, AdaFPN, MGC; rtdetr_fine/modules/) plug into two hooks:
+`HybridEncoder.project` (the input projections) and `HybridEncoder.fuse` (one top-down fusion).
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..modules.fine import FINE
-from ..nn.layers import ConvNormLayer, get_activation
+from ..nn.layers import ConvNormLayer, get_activation, upsample_2x
 from ..nn.position_encoding import sincos_2d
-
-
-def upsample_2x(x, mode):
-    """F_{l+1} [B, C, h, w] -> [B, C, 2h, 2w] for the top-down fusion ("nearest" | "bilinear",
-    the latter with align_corners False)."""
-    return F.interpolate(x, scale_factor=2.0, mode=mode, align_corners=False if mode == "bilinear" else None)
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -106,12 +99,18 @@ class CSPRepLayer(nn.Module):
 
 
 class HybridEncoder(nn.Module):
-    """Backbone maps (strides 8/16/32) -> three fused maps of `hidden_dim` channels, same strides."""
+    """Backbone maps (strides 8/16/32) -> three fused maps of `hidden_dim` channels, same strides.
+
+    `alignment` is None: the official encoder. The builder may attach an alignment module afterwards
+    (`FaPNAlignment().attach(encoder)`, rtdetr_fine/modules/): it adds its layers under its authors'
+    names, deletes the official layers it replaces and sets `alignment`, whose `project(encoder, feats)`
+    and/or `fuse(encoder, j, feat_high, feat_low)` then stand in for the official computation.
+    """
 
     def __init__(self, in_channels=(512, 1024, 2048), feat_strides=(8, 16, 32), hidden_dim: int = 256,
                  nhead: int = 8, dim_feedforward: int = 1024, dropout: float = 0.0, enc_act: str = "gelu",
                  use_encoder_idx=(2,), num_encoder_layers: int = 1, pe_temperature: float = 10000,
-                 expansion: float = 1.0, depth_mult: float = 1.0, act: str = "silu", fine: dict | None = None):
+                 expansion: float = 1.0, depth_mult: float = 1.0, act: str = "silu"):
         super().__init__()
         self.in_channels = list(in_channels)
         self.feat_strides = list(feat_strides)
@@ -136,23 +135,9 @@ class HybridEncoder(nn.Module):
         self.pan_blocks = nn.ModuleList(
             CSPRepLayer(hidden_dim * 2, hidden_dim, blocks, expansion, act) for _ in range(n - 1))
 
-        # FINE: one module per top-down fusion, in the order the loop visits them (coarse to fine).
-        # Absent (not just disabled) when off, so the state dict stays the official one. The FINE
-        # authors' RT-DETR also upsamples F_{l+1} bilinearly for the fusion ("Ours" in their
-        # top-down loop); the official baseline upsamples it nearest.
-        self.upsample_mode = "nearest"
-        if fine and fine.get("enabled", False):
-            self.fine = nn.ModuleList(self._build_fine(fine, idx) for idx in range(n - 1, 0, -1))
-            self.upsample_mode = fine.get("upsample", "nearest")
-
-    def _build_fine(self, cfg, idx):
-        """FINE refining level idx-1 with level idx; the bottleneck pools both to the coarsest map."""
-        bottleneck = cfg["attention"] == "linear_bottleneck"
-        coarsest = self.feat_strides[-1]
-        return FINE(self.hidden_dim, self.hidden_dim, num_heads=cfg["num_heads"], ffn_ratio=cfg["ffn_ratio"],
-                    attention=cfg["attention"], modulation=cfg["modulation"],
-                    low_pool=coarsest // self.feat_strides[idx - 1] if bottleneck else 1,
-                    high_pool=coarsest // self.feat_strides[idx] if bottleneck else 1)
+        # A plain attribute, not a module: an attached alignment's layers are the encoder's own
+        # children, so none is added when it is None and the state dict stays the official one.
+        self.alignment = None
 
     def intra_scale(self, feat, i):
         """AIFI: self-attention over the tokens of one map. [B, C, H, W] -> [B, C, H, W]."""
@@ -162,6 +147,20 @@ class HybridEncoder(nn.Module):
         tokens = self.encoder[i](tokens, pos)
         return tokens.permute(0, 2, 1).reshape(b, c, h, w).contiguous()
 
+    def project(self, feats):
+        """C_i [B, in_channels[i], H_i, W_i] -> P_i [B, hidden_dim, H_i, W_i]: a 1x1 conv + BN per map,
+        or the attached alignment's projection (FaPN, MGC)."""
+        if hasattr(self.alignment, "project"):
+            return self.alignment.project(self, feats)
+        return [proj_i(f) for proj_i, f in zip(self.input_proj, feats)]
+
+    def fuse(self, j, feat_high, feat_low):
+        """Top-down fusion j of F_{l+1} [B, C, h, w] with P_l [B, C, 2h, 2w] -> [B, C, 2h, 2w]: the CSP
+        block on [nearest 2x F_{l+1}, P_l], or the attached alignment's fusion (FINE, FaPN, AdaFPN)."""
+        if hasattr(self.alignment, "fuse"):
+            return self.alignment.fuse(self, j, feat_high, feat_low)
+        return self.fpn_blocks[j](torch.cat([upsample_2x(feat_high, "nearest"), feat_low], dim=1))
+
     def top_down(self, feats):
         """FPN: fuse each map with the upsampled coarser one. Returns maps fine to coarse."""
         n = len(feats)
@@ -170,11 +169,7 @@ class HybridEncoder(nn.Module):
             j = n - 1 - idx
             feat_high = self.lateral_convs[j](inner_outs[0])                       # F_{l+1}
             inner_outs[0] = feat_high
-            feat_low = feats[idx - 1]                                              # P_l
-            if hasattr(self, "fine"):
-                feat_low = self.fine[j](feat_low, feat_high)                       # FINE, Eq. 2/8
-            upsampled = upsample_2x(feat_high, self.upsample_mode)
-            inner_outs.insert(0, self.fpn_blocks[j](torch.cat([upsampled, feat_low], dim=1)))
+            inner_outs.insert(0, self.fuse(j, feat_high, feats[idx - 1]))          # with P_l
         return inner_outs
 
     def bottom_up(self, inner_outs):
@@ -188,7 +183,7 @@ class HybridEncoder(nn.Module):
     def forward(self, feats):
         if len(feats) != len(self.in_channels):
             raise ValueError(f"HybridEncoder expects {len(self.in_channels)} maps, got {len(feats)}")
-        proj = [proj_i(f) for proj_i, f in zip(self.input_proj, feats)]
+        proj = self.project(feats)
         for i, level in enumerate(self.use_encoder_idx):
             if self.num_encoder_layers > 0:
                 proj[level] = self.intra_scale(proj[level], i)

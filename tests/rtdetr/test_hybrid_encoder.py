@@ -1,10 +1,11 @@
-"""FINE inside the hybrid encoder: where it sits, what it adds, and that the baseline is untouched."""
+"""FINE (and the other alignment modules) inside the hybrid encoder: where it sits, what it adds, and
+that the baseline is untouched."""
 import pytest
 import torch
 from helpers import config_path
 
 import rtdetr_fine
-from rtdetr_fine.modules.fine import FINE
+from rtdetr_fine.modules.fine import FINE, FINEAlignment
 from rtdetr_fine.rtdetr.hybrid_encoder import HybridEncoder
 
 R18_PARAMS, R50_PARAMS = 20_184_464, 42_891_372
@@ -35,6 +36,22 @@ def test_fine_disabled_or_absent_keeps_the_official_state_dict():
     assert {k for k in on if k not in base} == {k for k in on if k.startswith("encoder.fine.")}
 
 
+@pytest.mark.parametrize("variant, replaced, added", [
+    ("fapn", ("encoder.input_proj.",), ("encoder.feature_selection.", "encoder.offset.", "encoder.feature_align.")),
+    ("adafpn", ("encoder.fpn_blocks.",), ("encoder.ada_fpn_blocks.",)),
+    ("mgc", ("encoder.input_proj.",), ("encoder.mgc.",)),
+])
+def test_table2_alignments_change_only_their_layers_and_off_is_the_official_state_dict(variant, replaced, added):
+    base = rtdetr_fine.build_model(_cfg("rtdetr_r18.yml")).state_dict()
+    config = f"ablation/rtdetr_r18_{variant}.yml"
+    off = rtdetr_fine.build_model(_cfg(config, "encoder.alignment=null")).state_dict()
+    assert [(k, v.shape) for k, v in base.items()] == [(k, v.shape) for k, v in off.items()]
+    on = rtdetr_fine.build_model(_cfg(config)).state_dict()
+    assert {k for k in base if k not in on} == {k for k in base if k.startswith(replaced)}
+    assert {k for k in on if k not in base} == {k for k in on if k.startswith(added)}
+    assert all(on[k].shape == v.shape for k, v in base.items() if k in on)
+
+
 @pytest.mark.parametrize("mode", ["quadratic", "linear", "linear_bottleneck"])
 def test_attention_switch_from_the_command_line(mode):
     cfg = _cfg("rtdetr_r18_fine.yml", f"fine.attention={mode}")
@@ -53,9 +70,8 @@ def test_ablation_configs_select_their_mode():
 def test_fine_refines_the_low_level_map_before_each_top_down_fusion(monkeypatch):
     """FINE's output (not P_l) is what the FPN block concatenates with the upsampled F_{l+1}."""
     torch.manual_seed(0)
-    enc = HybridEncoder(in_channels=[32, 64, 128], hidden_dim=64, nhead=4, dim_feedforward=128, expansion=0.5,
-                        fine={"enabled": True, "attention": "linear_bottleneck", "modulation": "multiply",
-                              "num_heads": 4, "ffn_ratio": 4}).eval()
+    enc = HybridEncoder(in_channels=[32, 64, 128], hidden_dim=64, nhead=4, dim_feedforward=128, expansion=0.5)
+    enc = FINEAlignment(num_heads=4, attention="linear_bottleneck", modulation="multiply").attach(enc).eval()
     feats = [torch.rand(1, 32, 32, 32), torch.rand(1, 64, 16, 16), torch.rand(1, 128, 8, 8)]
     seen = {}
     for j, (fine, fpn) in enumerate(zip(enc.fine, enc.fpn_blocks)):
@@ -80,7 +96,7 @@ def test_top_down_upsampling_is_bilinear_with_fine_as_the_authors_wired_it(confi
     torch.manual_seed(0)
     cfg = _cfg(config, "decoder.num_queries=10", "postprocessor.num_top_queries=10")
     enc = rtdetr_fine.build_model(cfg).encoder.eval()
-    assert hasattr(enc, "fine") == fine_on and enc.upsample_mode == mode
+    assert hasattr(enc, "fine") == fine_on and (enc.alignment.upsample if fine_on else "nearest") == mode
     seen = {}
     for j, (lateral, fpn) in enumerate(zip(enc.lateral_convs, enc.fpn_blocks)):
         lateral.register_forward_hook(lambda m, i, o, j=j: seen.__setitem__(("lateral", j), o))
@@ -97,7 +113,7 @@ def test_top_down_upsampling_is_bilinear_with_fine_as_the_authors_wired_it(confi
 
 def test_fine_upsample_nearest_is_selectable():
     enc = rtdetr_fine.build_model(_cfg("rtdetr_r18_fine.yml", "fine.upsample=nearest")).encoder
-    assert enc.upsample_mode == "nearest"
+    assert enc.alignment.upsample == "nearest"
     with pytest.raises(rtdetr_fine.ConfigError, match="fine.upsample"):
         _cfg("rtdetr_r18_fine.yml", "fine.upsample=bicubic")
 

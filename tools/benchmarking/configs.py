@@ -1,9 +1,10 @@
 """Job: named configs, each built, exported and timed in PyTorch eager and onnxruntime.
 
 --ablation: the baseline R18 and its three FINE modes (the FINE paper's Table 3).
---compare: both detector families in one run, RT-DETR R18, + FINE (each attention mode), + CFSAM,
-and SSD300, SSD300 + CFSAM (the VOC configs, as the CFSAM paper's table); their rows carry the
-papers' figures (papers.py). -c CONFIGS: the given configs, each named after its file.
+--compare: both detector families in one run, RT-DETR R18, + FINE (each attention mode), + the FINE
+paper's Table 2 baselines (FaPN, AdaFPN, MGC), + CFSAM, and SSD300, SSD300 + CFSAM (the VOC configs,
+as the CFSAM paper's table); their rows carry the papers' figures (papers.py). -c CONFIGS: the given
+configs, each named after its file.
 """
 import os
 
@@ -23,6 +24,9 @@ COMPARE = (
     ("R18 + FINE quadratic", "configs/ablation/rtdetr_r18_fine_quadratic.yml"),
     ("R18 + FINE linear", "configs/ablation/rtdetr_r18_fine_linear.yml"),
     ("R18 + FINE linear+bottleneck", "configs/ablation/rtdetr_r18_fine_linear_bottleneck.yml"),
+    ("R18 + FaPN", "configs/ablation/rtdetr_r18_fapn.yml"),        # the FINE paper's Table 2 baselines,
+    ("R18 + AdaFPN", "configs/ablation/rtdetr_r18_adafpn.yml"),    # as its authors ran them (docs/table2.md)
+    ("R18 + MGC", "configs/ablation/rtdetr_r18_mgc.yml"),
     ("R18 + CFSAM", "configs/rtdetr_r18_cfsam.yml"),
     ("SSD300", "configs/ssd300.yml"),
     ("SSD300 + CFSAM", "configs/ssd300_cfsam.yml"),
