@@ -12,6 +12,7 @@ import math
 import os
 import re
 
+import regex
 import yaml
 
 COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
@@ -152,11 +153,93 @@ class _Loader(yaml.SafeLoader):
     and Python see them (PyYAML follows YAML 1.1, which reads them as strings: `optimizer.lr=1e-4`
     would then be refused as not a number)."""
 
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._key_path, self._open_anchors = [], []   # the keys and anchors of the values being composed
+
+    def compose_node(self, parent, index):
+        return _compose_node_bounded(self, parent, index)
+
+    def compose_document(self):
+        root = super().compose_document()
+        _check_expanded_size(root)
+        return root
+
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+
+# A config is small (the largest here has a few hundred values, nested 4 deep). These bounds keep a
+# hostile file from hanging or crashing the reader: an alias bomb ("billion laughs": aliases of
+# aliases) is refused by the number of values it expands to, before anything walks it; nesting deeper
+# than MAX_YAML_DEPTH is refused before Python's recursion limit is reached; an alias inside the
+# value it names (`fine: &f {attention: *f}`) is refused by name instead of building a cyclic dict.
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 10_000
+
+
+class YamlLimitError(ValueError):
+    """A YAML document beyond the bounds above (the reader adds the file or override)."""
+
+
+def _compose_node_bounded(self, parent, index):
+    """yaml's Composer.compose_node, refusing self-referencing aliases and nesting deeper than MAX_YAML_DEPTH."""
+    path = self._key_path + ([] if index is None or parent is None else [_node_name(index)])
+    if self.check_event(yaml.AliasEvent):
+        anchor = self.peek_event().anchor
+        if anchor in self._open_anchors:
+            raise YamlLimitError(f"key '{_dotted(path)}' refers to itself (alias *{anchor} inside the value "
+                                 f"anchored &{anchor}); a config value cannot contain itself")
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    if len(self._open_anchors) >= MAX_YAML_DEPTH:
+        raise YamlLimitError(f"key '{_dotted(path[:4])}...' is nested more than {MAX_YAML_DEPTH} levels deep "
+                             "(a config nests a few levels)")
+    anchor = self.peek_event().anchor
+    saved = self._key_path
+    self._key_path = path
+    self._open_anchors.append(anchor)
+    try:
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self._open_anchors.pop()
+        self._key_path = saved
+
+
+def _node_name(index):
+    """A mapping value's key node -> its text; a list position -> [i]."""
+    return f"[{index}]" if isinstance(index, int) else str(getattr(index, "value", index))
+
+
+def _dotted(path):
+    return ".".join(path).replace(".[", "[") or "(top level)"
+
+
+def _expanded_size(node, memo):
+    """How many values `node` holds once its aliases are expanded (each alias counts what it names)."""
+    if id(node) not in memo:
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        memo[id(node)] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[id(node)]
+
+
+def _check_expanded_size(root):
+    memo = {}
+    total = _expanded_size(root, memo)
+    if total <= MAX_YAML_VALUES:
+        return
+    biggest = ""
+    if isinstance(root, yaml.MappingNode) and root.value:
+        key, value = max(root.value, key=lambda pair: _expanded_size(pair[1], memo))
+        biggest = f"; key '{_node_name(key)}' alone holds {_expanded_size(value, memo)}"
+    raise YamlLimitError(f"the document expands (through its YAML aliases) to {total} values, more than the "
+                         f"{MAX_YAML_VALUES} a config may hold{biggest}")
 
 
 def image_hw(size) -> tuple:
@@ -164,8 +247,14 @@ def image_hw(size) -> tuple:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _yaml_load(stream):
-    return yaml.load(stream, Loader=_Loader)   # noqa: S506 - _Loader is a SafeLoader
+def _yaml_load(stream, key_path=()):
+    """yaml.load with _Loader; key_path: the dotted key the document is the value of (an override's)."""
+    loader = _Loader(stream)
+    loader._key_path = list(key_path)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_config(path: str, overrides=()) -> dict:
@@ -199,6 +288,8 @@ def _read_with_includes(path, seen, sources, included_from=None):
     try:
         with open(path, encoding="utf-8") as f:
             data = _yaml_load(f)
+    except YamlLimitError as e:
+        raise ConfigError(f"{path}{where}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except UnicodeDecodeError as e:
@@ -316,7 +407,9 @@ def _parse_override(item, source):
     if not all(parts):
         raise ConfigError(f"{source}: '{key}' is not a dotted key (e.g. optimizer.lr=1e-4)")
     try:
-        value = _yaml_load(raw) if raw.strip() != "" else ""
+        value = _yaml_load(raw, parts) if raw.strip() != "" else ""
+    except YamlLimitError as e:
+        raise ConfigError(f"{source}: {e}") from None
     except yaml.YAMLError:
         value = raw
     out = value
@@ -757,8 +850,8 @@ def _validate_optimizer_groups(groups, where):
             if not _is_number(value) or value < 0:
                 raise ConfigError(f"{at}.{key} must be a non-negative number, got {value!r}")
         try:
-            re.compile(group["params"])
-        except re.error as e:
+            regex.compile(group["params"], flags=regex.V0)   # as engine/optim.py matches it (re's syntax)
+        except regex.error as e:
             raise ConfigError(f"{at}.params is not a valid regex: {group['params']!r} ({e})") from None
 
 
