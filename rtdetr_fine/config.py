@@ -129,6 +129,17 @@ DEFAULTS = {
 FREE_FORM = {"criterion.weight_dict"}
 # Keys that take a positive integer or the string "auto".
 INT_OR_AUTO = {"num_classes"}
+# Keys that take an integer (square) or [height, width] (their rule in RULES checks them).
+INT_OR_PAIR = {"train_dataloader.image_size", "val_dataloader.image_size"}
+# Keys only one detector family reads (build.py): set on the other family they would be silently ignored.
+# SSD300 reads backbone.pretrained only; RT-DETR never reads `ssd`.
+FAMILY_KEYS = {
+    "rtdetr": ("backbone.depth", "backbone.variant", "backbone.num_stages", "backbone.return_idx",
+               "backbone.freeze_at", "backbone.freeze_norm", "encoder.", "fine.", "decoder.", "criterion.",
+               "postprocessor.", "anydepth."),
+    "ssd300": ("ssd.",),
+}
+FAMILY_NAMES = {"rtdetr": "RT-DETR", "ssd300": "SSD300"}
 
 # Keys of earlier versions, with what replaces them.
 REMOVED_KEYS = {
@@ -140,6 +151,22 @@ OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
 ACTIVATIONS = ("relu", "silu", "gelu")                       # rtdetr_fine/nn/layers.py get_activation
 CRITERION_LOSSES = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou")}   # rtdetr_fine/rtdetr/criterion.py
 RTDETR_SIZE_DIVISIBILITY = 32                                # the coarsest feature stride (deploy.size_divisibility)
+# Upper bounds of the size-like keys: generous (far above any published recipe), but finite, so that
+# `num_classes=10**12` is a config error naming the key, not an allocation error deep in torch.
+MAX_CLASSES = 100_000          # LVIS has 1,203 categories
+MAX_QUERIES = 10_000           # decoder.num_queries, decoder.num_denoising (RT-DETR: 300, 100; DINO: 900)
+MAX_DETECTIONS = 100_000       # postprocessor.num_top_queries, ssd.topk_candidates / detections_per_img
+MAX_CHANNELS = 16_384          # hidden dims and input channels (RT-DETR: 256; ResNet's widest map: 2048)
+MAX_FEEDFORWARD = 65_536       # dim_feedforward
+MAX_HEADS = 1_024
+MAX_LAYERS = 100               # encoder / decoder / CFSAM layers (RT-DETR: 1 / 6)
+MAX_IMAGE_SIDE = 8_192         # px, each side of image_size, multi_scale entries and demo.image_size
+MAX_BATCH = 4_096              # images per batch
+MAX_WORKERS = 256              # DataLoader processes
+MAX_EPOCHS = 100_000
+MAX_ITERATIONS = 10**9         # warmup_iters, ema.warmups, log_every
+MAX_DEMO_IMAGES = 100_000
+MAX_SEED = 2**63 - 1           # what torch.manual_seed takes
 
 
 class ConfigError(ValueError):
@@ -380,6 +407,8 @@ def _checked_value(key, default, value, source):
     """The value's type against the default's (ranges and the keys without a typed default: RULES)."""
     if default is None or value is None:
         return copy.deepcopy(value)
+    if key in INT_OR_PAIR and isinstance(value, list):
+        return copy.deepcopy(value)   # [height, width]
     if isinstance(default, bool) != isinstance(value, bool):
         expected = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
         raise ConfigError(f"{source}: config key '{key}' expects {expected}, got {value!r}")
@@ -428,11 +457,12 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _int(low=None):
-    """An integer (not a bool), at least `low`."""
+def _int(low=None, high=None):
+    """An integer (not a bool), at least `low` and at most `high`."""
     def check(v, cfg=None):
-        return None if _is_int(v) and (low is None or v >= low) else \
-            "must be an integer" + ("" if low is None else f" >= {low}")
+        if _is_int(v) and (low is None or v >= low) and (high is None or v <= high):
+            return None
+        return "must be an integer" + ("" if low is None else f" >= {low}") + ("" if high is None else f" and <= {high}")
     return check
 
 
@@ -497,6 +527,8 @@ def _image_size(v, cfg):
     sides = [v] if _is_int(v) else v if isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)) else None
     if sides is None or min(sides) <= 0:
         return "must be a positive integer (square) or [height, width]"
+    if max(sides) > MAX_IMAGE_SIDE:
+        return f"must be at most {MAX_IMAGE_SIDE} px a side"
     if cfg["detector"] == "ssd300":
         from .ssd.model import SSD300
         if min(sides) < SSD300.min_size:
@@ -506,6 +538,14 @@ def _image_size(v, cfg):
         return (f"must be a multiple of {RTDETR_SIZE_DIVISIBILITY} for RT-DETR (its coarsest feature stride), "
                 f"e.g. {_round_to(sides[0], RTDETR_SIZE_DIVISIBILITY)}")
     return None
+
+
+def _feat_strides(v, cfg=None):
+    """The strides of the maps the encoder gets: increasing powers of two (FINE pools by their ratios)."""
+    if isinstance(v, list) and v and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE and s & (s - 1) == 0 for s in v) \
+            and v == sorted(set(v)):
+        return None
+    return "must be increasing powers of two, one per map the backbone returns (e.g. [8, 16, 32])"
 
 
 def _round_to(value, step):
@@ -587,11 +627,12 @@ def _encoder_idx(v, cfg):
 RULES = {
     "detector": _one_of(*DETECTORS),
     "cross_layer": _optional(_one_of(*CROSS_LAYER_MODULES)),
-    "num_classes": lambda v, cfg=None: None if v == "auto" or _int(1)(v) is None else "must be an integer >= 1 or auto",
+    "num_classes": lambda v, cfg=None: None if v == "auto" or _int(1, MAX_CLASSES)(v) is None else
+    f"must be an integer >= 1 and <= {MAX_CLASSES} or auto",
     "remap_mscoco_category": _boolean,
-    "epochs": _int(1),
+    "epochs": _int(1, MAX_EPOCHS),
     "output_dir": _text,
-    "seed": _int(),
+    "seed": _int(0, MAX_SEED),
     "backbone.depth": _one_of(18, 34, 50, 101),
     "backbone.variant": _one_of("a", "b", "c", "d"),
     "backbone.num_stages": _one_of(1, 2, 3, 4),
@@ -599,13 +640,13 @@ RULES = {
     "backbone.freeze_at": _int(-1),                    # -1: nothing frozen
     "backbone.freeze_norm": _boolean,
     "backbone.pretrained": _pretrained,
-    "encoder.in_channels": _list_of(_int(1), "positive integers", min_len=1),
-    "encoder.feat_strides": _list_of(_int(1), "positive integers", min_len=1),
-    "encoder.hidden_dim": _int(1),
+    "encoder.in_channels": _list_of(_int(1, MAX_CHANNELS), f"integers from 1 to {MAX_CHANNELS}", min_len=1),
+    "encoder.feat_strides": _feat_strides,
+    "encoder.hidden_dim": _int(1, MAX_CHANNELS),
     "encoder.use_encoder_idx": _encoder_idx,
-    "encoder.num_encoder_layers": _int(0),
-    "encoder.nhead": _int(1),
-    "encoder.dim_feedforward": _int(1),
+    "encoder.num_encoder_layers": _int(0, MAX_LAYERS),
+    "encoder.nhead": _int(1, MAX_HEADS),
+    "encoder.dim_feedforward": _int(1, MAX_FEEDFORWARD),
     "encoder.dropout": _DROPOUT,
     "encoder.enc_act": _one_of(*ACTIVATIONS),
     "encoder.pe_temperature": _POSITIVE,
@@ -616,14 +657,14 @@ RULES = {
     "fine.enabled": _boolean,
     "fine.attention": lambda v, cfg=None: _one_of(*_fine_choices()[0])(v),
     "fine.modulation": lambda v, cfg=None: _one_of(*_fine_choices()[1])(v),
-    "fine.num_heads": _int(1),
-    "fine.ffn_ratio": _int(1),
+    "fine.num_heads": _int(1, MAX_HEADS),
+    "fine.ffn_ratio": _int(1, 64),
     "fine.upsample": _one_of("nearest", "bilinear"),
-    "cfsam.hidden_dim": _int(1),
-    "cfsam.num_layers": _int(1),
-    "cfsam.num_heads": _int(1),
-    "cfsam.dim_feedforward": _int(1),
-    "cfsam.parts": _int(1),
+    "cfsam.hidden_dim": _int(1, MAX_CHANNELS),
+    "cfsam.num_layers": _int(1, MAX_LAYERS),
+    "cfsam.num_heads": _int(1, MAX_HEADS),
+    "cfsam.dim_feedforward": _int(1, MAX_FEEDFORWARD),
+    "cfsam.parts": _int(1, 64),
     "cfsam.dropout": _DROPOUT,
     "cfsam.components": lambda v, cfg=None: _one_of(*_cfsam_components())(v),
     "cfsam.maps": lambda v, cfg: _cfsam_maps(v, cfg),
@@ -633,20 +674,20 @@ RULES = {
     "ssd.weight_dict.loss_conf": _NON_NEGATIVE,
     "ssd.score_thresh": _PROBABILITY,
     "ssd.nms_thresh": _PROBABILITY,
-    "ssd.topk_candidates": _int(1),
-    "ssd.detections_per_img": _int(1),
+    "ssd.topk_candidates": _int(1, MAX_DETECTIONS),
+    "ssd.detections_per_img": _int(1, MAX_DETECTIONS),
     "ssd.fc_init": lambda v, cfg=None: _one_of(*_ssd_fc_inits())(v),
-    "decoder.hidden_dim": _int(1),
-    "decoder.num_queries": _int(1),
-    "decoder.feat_channels": _list_of(_int(1), "positive integers", min_len=1),
-    "decoder.num_levels": _int(1),
-    "decoder.num_decoder_points": _int(1),
-    "decoder.nhead": _int(1),
-    "decoder.num_decoder_layers": _int(1),
-    "decoder.dim_feedforward": _int(1),
+    "decoder.hidden_dim": _int(1, MAX_CHANNELS),
+    "decoder.num_queries": _int(1, MAX_QUERIES),
+    "decoder.feat_channels": _list_of(_int(1, MAX_CHANNELS), f"integers from 1 to {MAX_CHANNELS}", min_len=1),
+    "decoder.num_levels": _int(1, 16),
+    "decoder.num_decoder_points": _int(1, 64),
+    "decoder.nhead": _int(1, MAX_HEADS),
+    "decoder.num_decoder_layers": _int(1, MAX_LAYERS),
+    "decoder.dim_feedforward": _int(1, MAX_FEEDFORWARD),
     "decoder.dropout": _DROPOUT,
     "decoder.activation": _one_of(*ACTIVATIONS),
-    "decoder.num_denoising": _int(0),
+    "decoder.num_denoising": _int(0, MAX_QUERIES),
     "decoder.label_noise_ratio": _PROBABILITY,
     "decoder.box_noise_scale": _NON_NEGATIVE,
     "decoder.learnt_init_query": _boolean,
@@ -662,22 +703,22 @@ RULES = {
     "criterion.matcher.cost_giou": _NON_NEGATIVE,
     "criterion.matcher.alpha": _PROBABILITY,
     "criterion.matcher.gamma": _NON_NEGATIVE,
-    "postprocessor.num_top_queries": _int(1),
+    "postprocessor.num_top_queries": _int(1, MAX_DETECTIONS),
     "evaluator.metric": _one_of(*EVAL_METRICS),
     "train_dataloader.dataset.img_folder": _text,
     "train_dataloader.dataset.ann_file": _text,
     "train_dataloader.dataset.exif_transpose": _boolean,
-    "train_dataloader.total_batch_size": _int(1),
-    "train_dataloader.batch_size": _optional(_int(1), "null (then total_batch_size decides)"),
-    "train_dataloader.num_workers": _int(0),
+    "train_dataloader.total_batch_size": _int(1, MAX_BATCH),
+    "train_dataloader.batch_size": _optional(_int(1, MAX_BATCH), "null (then total_batch_size decides)"),
+    "train_dataloader.num_workers": _int(0, MAX_WORKERS),
     "train_dataloader.image_size": _image_size,
     "train_dataloader.multi_scale": _image_sizes,
-    "train_dataloader.no_aug_epochs": _int(0),
+    "train_dataloader.no_aug_epochs": _int(0, MAX_EPOCHS),
     "val_dataloader.dataset.img_folder": _text,
     "val_dataloader.dataset.ann_file": _text,
     "val_dataloader.dataset.exif_transpose": _boolean,
-    "val_dataloader.batch_size": _int(1),
-    "val_dataloader.num_workers": _int(0),
+    "val_dataloader.batch_size": _int(1, MAX_BATCH),
+    "val_dataloader.num_workers": _int(0, MAX_WORKERS),
     "val_dataloader.image_size": _image_size,
     "optimizer.type": _one_of(*OPTIMIZERS),
     "optimizer.momentum": _number(0, 1),
@@ -686,21 +727,21 @@ RULES = {
     "optimizer.betas": _list_of(_number(0, 1, high_open=True), "numbers in [0, 1)", length=2),
     "optimizer.params": _optimizer_params,
     "optimizer.clip_max_norm": _NON_NEGATIVE,
-    "optimizer.warmup_iters": _int(0),
+    "optimizer.warmup_iters": _int(0, MAX_ITERATIONS),
     "optimizer.lr_milestones": _lr_milestones,
     "optimizer.lr_gamma": _POSITIVE,
     "ema.enabled": _boolean,
     "ema.decay": _PROBABILITY,
-    "ema.warmups": _int(0),
+    "ema.warmups": _int(0, MAX_ITERATIONS),
     "amp.dtype": _one_of("bfloat16", "float16"),
     "sync_bn": _boolean,
     "find_unused_parameters": _boolean,
-    "log_every": _int(1),
+    "log_every": _int(1, MAX_ITERATIONS),
     "demo.enabled": _boolean,
     "demo.root": _text,
-    "demo.num_train": _int(1),
-    "demo.num_val": _int(1),
-    "demo.image_size": _int(32),
+    "demo.num_train": _int(1, MAX_DEMO_IMAGES),
+    "demo.num_val": _int(1, MAX_DEMO_IMAGES),
+    "demo.image_size": _int(32, MAX_IMAGE_SIDE),
     "anydepth.enabled": _boolean,
     "anydepth.min_decoder_layers": _optional(_min_decoder_layers, "null (all the full model runs)"),
     "anydepth.distill": _boolean,
@@ -789,11 +830,17 @@ def _validate_combinations(cfg, where):
     if cfg["anydepth"]["enabled"] and cfg["detector"] != "rtdetr":
         fail(("anydepth.enabled", "detector"), f"anydepth.enabled: true needs detector: rtdetr, got detector: "
              f"{cfg['detector']}")
+    _validate_family_keys(cfg, fail)
     if cfg["detector"] != "rtdetr":
         return
     if len(enc["feat_strides"]) != len(enc["in_channels"]):
         fail(("encoder.feat_strides", "encoder.in_channels"), f"encoder.feat_strides {enc['feat_strides']} needs "
              f"one stride per entry of encoder.in_channels {enc['in_channels']}")
+    backbone_strides = [4 * 2 ** i for i in cfg["backbone"]["return_idx"]]   # stages 0..3: strides 4..32
+    if enc["feat_strides"] != backbone_strides:
+        fail(("encoder.feat_strides", "backbone.return_idx"), f"encoder.feat_strides {enc['feat_strides']} must be "
+             f"the strides of the backbone's maps: backbone.return_idx {cfg['backbone']['return_idx']} returns "
+             f"strides {backbone_strides}")
     for name, section in (("encoder", enc), ("decoder", dec)):
         if section["hidden_dim"] % section["nhead"]:
             fail((f"{name}.hidden_dim", f"{name}.nhead"), f"{name}.hidden_dim={section['hidden_dim']} must be "
@@ -815,6 +862,17 @@ def _validate_combinations(cfg, where):
             fail(("postprocessor.num_top_queries", "decoder.num_queries", "num_classes"),
                  f"postprocessor.num_top_queries={cfg['postprocessor']['num_top_queries']} is more than the "
                  f"decoder.num_queries x num_classes = {most} scores there are")
+
+
+def _validate_family_keys(cfg, fail):
+    """Keys of the other detector family (FAMILY_KEYS) changed from their defaults: refused, naming them."""
+    family = cfg["detector"]
+    foreign = [key for other, prefixes in FAMILY_KEYS.items() if other != family
+               for key in leaf_keys(DEFAULTS) if key.startswith(prefixes) and _get(cfg, key) != _get(DEFAULTS, key)]
+    if foreign:
+        owner = next(other for other, prefixes in FAMILY_KEYS.items() if foreign[0].startswith(prefixes))
+        fail(tuple(foreign) + ("detector",), f"detector: {family} does not read the {FAMILY_NAMES[owner]}-only "
+             f"key(s) {', '.join(foreign)} (they would be ignored); remove them, or set detector: {owner}")
 
 
 def _resolve_alignment(cfg, fail):

@@ -88,3 +88,89 @@ def test_nesting_thousands_deep_is_refused(tmp_path, opening, closing):
         path.write_text("fine: " + opening * 5000 + "1" + closing * 5000 + "\n")
     with pytest.raises(ConfigError, match=rf"deep\.yml: key 'fine.*' is nested more than {MAX_YAML_DEPTH} levels"):
         rtdetr_fine.load_config(str(path))
+
+
+# ----------------------------------------------------------------------------- range rules of size-like keys
+
+@pytest.mark.parametrize("override,message", [
+    ("num_classes=1000000000000", "num_classes must be an integer >= 1 and <= 100000 or auto"),
+    ("decoder.num_queries=1000000000000", "decoder.num_queries must be an integer >= 1 and <= 10000"),
+    ("decoder.num_denoising=1e12", "decoder.num_denoising must be an integer >= 0 and <= 10000"),
+    ("encoder.hidden_dim=99999999", "encoder.hidden_dim must be an integer >= 1 and <= 16384"),
+    ("train_dataloader.batch_size=100000000", "train_dataloader.batch_size must be an integer >= 1 and <= 4096"),
+    ("val_dataloader.num_workers=100000", "val_dataloader.num_workers must be an integer >= 0 and <= 256"),
+    ("epochs=10000000000", "epochs must be an integer >= 1 and <= 100000"),
+    ("train_dataloader.image_size=65536", "train_dataloader.image_size must be at most 8192 px a side"),
+    ("val_dataloader.image_size=[320, 100000]", "val_dataloader.image_size must be at most 8192 px a side"),
+    ("train_dataloader.multi_scale=[640, 1000000]", "train_dataloader.multi_scale entry 1000000 must be at most 8192 px"),
+    ("demo.num_train=1000000000", "demo.num_train must be an integer >= 1 and <= 100000"),
+    ("postprocessor.num_top_queries=1000000000", "postprocessor.num_top_queries must be an integer >= 1 and <= 100000"),
+])
+def test_size_like_keys_have_finite_bounds(override, message):
+    with pytest.raises(ConfigError, match=r"override '.*': " + message.replace("[", r"\[").replace("(", r"\(")):
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [override])
+
+
+@pytest.mark.parametrize("seed", [2**70, 2**63, -1])
+def test_the_seed_must_fit_torch_manual_seed(seed):
+    with pytest.raises(ConfigError, match=rf"seed must be an integer >= 0 and <= {2**63 - 1}, got {seed}"):
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [f"seed={seed}"])
+
+
+def test_the_largest_seed_is_accepted_and_seeds_torch():
+    import torch
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [f"seed={2**63 - 1}"])
+    torch.manual_seed(cfg["seed"])   # no overflow
+
+
+@pytest.mark.parametrize("size,hw", [("[320, 480]", (320, 480)), ("[480, 320]", (480, 320))])
+def test_image_size_takes_height_width_as_its_message_says(size, hw):
+    import torch
+    from PIL import Image
+
+    from rtdetr_fine.data.transforms import build_val_image_transform
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [f"val_dataloader.image_size={size}",
+                                                                    f"train_dataloader.image_size={size}"])
+    assert cfg["val_dataloader"]["image_size"] == list(hw)
+    image = build_val_image_transform(cfg["val_dataloader"]["image_size"])(Image.new("RGB", (50, 40)))
+    assert isinstance(image, torch.Tensor) and tuple(image.shape[-2:]) == hw
+    with pytest.raises(ConfigError, match=r"val_dataloader.image_size must be a multiple of 32"):
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["val_dataloader.image_size=[320, 470]"])
+
+
+# ----------------------------------------------------------------------------- consistency rules
+
+@pytest.mark.parametrize("strides", ["[64, 32, 16]", "[8, 16, 31]", "[8, 8, 16]", "[0, 16, 32]"])
+def test_feat_strides_must_be_increasing_powers_of_two(strides):
+    with pytest.raises(ConfigError, match=r"override 'encoder\.feat_strides=.*': encoder\.feat_strides must be "
+                                          r"increasing powers of two"):
+        rtdetr_fine.load_config(config_path("rtdetr_r18_fine.yml"), [f"encoder.feat_strides={strides}"])
+
+
+def test_feat_strides_must_match_the_backbone():
+    with pytest.raises(ConfigError, match=r"encoder\.feat_strides \[16, 32, 64\] must be the strides of the "
+                                          r"backbone's maps: backbone\.return_idx \[1, 2, 3\] returns strides \[8, 16, 32\]"):
+        rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["encoder.feat_strides=[16, 32, 64]"])
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [
+        "backbone.return_idx=[2, 3]", "encoder.feat_strides=[16, 32]", "encoder.in_channels=[256, 512]",
+        "encoder.use_encoder_idx=[1]", "decoder.feat_channels=[256, 256]"])
+    assert cfg["encoder"]["feat_strides"] == [16, 32]
+
+
+@pytest.mark.parametrize("config,overrides,family,keys", [
+    ("ssd300.yml", ["decoder.num_queries=100", "postprocessor.num_top_queries=100"], "ssd300",
+     "decoder.num_queries, postprocessor.num_top_queries"),
+    ("ssd300_cfsam.yml", ["backbone.depth=18"], "ssd300", "backbone.depth"),
+    ("rtdetr_r18.yml", ["ssd.nms_thresh=0.3"], "rtdetr", "ssd.nms_thresh"),
+])
+def test_keys_of_the_other_family_are_refused_naming_them(config, overrides, family, keys):
+    owner = "RT-DETR" if family == "ssd300" else "SSD300"
+    with pytest.raises(ConfigError, match=rf"detector: {family} does not read the {owner}-only key\(s\) {keys} "):
+        rtdetr_fine.load_config(config_path(config), overrides)
+
+
+def test_keys_of_the_other_family_in_a_file_name_the_file(tmp_path):
+    path = tmp_path / "mine.yml"
+    path.write_text(f"__include__: {config_path('ssd300.yml')}\ncriterion:\n  alpha: 0.5\n")
+    with pytest.raises(ConfigError, match=r"mine\.yml.*criterion\.alpha"):
+        rtdetr_fine.load_config(str(path))
