@@ -6,11 +6,11 @@ names follow the official implementation so its checkpoints load unchanged.
 """
 from collections import OrderedDict
 
-import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..nn.layers import ConvNormLayer, get_activation
+from ..nn.pretrained import read_pretrained
 
 # depth -> (block type, blocks per stage)
 ARCH = {
@@ -160,21 +160,7 @@ def load_pretrained_backbone(backbone, source, depth):
     """
     if source is True:
         source = PRETRAINED_URLS[depth]
-    if str(source).startswith(("http://", "https://")):
-        try:
-            state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
-        except OSError as e:  # URLError, timeouts, ...
-            raise RuntimeError(
-                f"backbone.pretrained: could not download {source} ({e}). Download it elsewhere and set "
-                "backbone.pretrained to the local file, or set backbone.pretrained=null to train from scratch."
-            ) from None
-    else:
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"backbone.pretrained: no such file {source!r}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    state = read_pretrained(source)
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         raise ValueError(f"backbone.pretrained {source!r} does not fit PResNet{depth}: "
