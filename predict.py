@@ -164,6 +164,16 @@ def video_frames(path):
         raise PredictError(f"cannot read video {path}: {e}") from None
 
 
+def require_pyav(videos):
+    """Videos are read and written with PyAV, an optional dependency: its absence is said before any work."""
+    if not videos:
+        return
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise PredictError(f"reading video {videos[0]} needs PyAV, which is not installed: pip install av") from None
+
+
 def run(args, log=print):
     """The CLI's work; returns (detections, images). Raises PredictError for user errors."""
     from tqdm import tqdm
@@ -175,6 +185,7 @@ def run(args, log=print):
     if not args.resume and not args.onnx:
         raise PredictError("give the weights: -r CKPT (PyTorch) or --onnx MODEL.onnx")
     inputs = collect_inputs(args.inputs)
+    require_pyav([path for kind, path in inputs if kind == "video"])
     cli.check_output_dir(args.output_dir, "-o")        # before the model is built and run
     device = resolve_device(args.device)
     cfg = rtdetr_fine.load_config(args.config, args.update)
