@@ -17,6 +17,7 @@ Any-depth configs: one graph per --depth, holding only the layers that depth run
 The work is done by rtdetr_fine/deploy.py; this file is the command line.
 """
 import argparse
+import importlib
 import os
 import sys
 
@@ -59,12 +60,28 @@ def input_hw(sizes, divisor=32):
     return height, width
 
 
+def check_dependencies(args):
+    """The optional packages the flags need, checked before anything is built or exported (a missing
+    onnxconverter-common used to fail after the export, leaving an fp32 file at -o)."""
+    needed = [("onnx", "onnx", "exporting")]
+    if args.fp16:
+        needed.append(("onnxconverter_common", "onnxconverter-common", "--fp16"))
+    if args.check:
+        needed.append(("onnxruntime", "onnxruntime", "--check"))
+    for module, package, what in needed:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise ImportError(f"{what} needs {package}, which is not installed: pip install {package}") from None
+
+
 def run(args, log=print):
     """The CLI's work: argument and path checks first, then build, export, and optionally check."""
     if args.input_size is not None:
         input_hw(args.input_size, divisor=1)      # shape errors before building; stride checked below
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_dependencies(args)
     deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
