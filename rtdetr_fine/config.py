@@ -435,6 +435,9 @@ def _parse_override(item, source):
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"{source}: '{key}' is not a dotted key (e.g. optimizer.lr=1e-4)")
+    if len(parts) > MAX_YAML_DEPTH:
+        raise ConfigError(f"override '{key[:60]}...': the key has {len(parts)} dotted parts, more than the "
+                          f"{MAX_YAML_DEPTH} levels a config nests")
     try:
         value = _yaml_load(raw, parts) if raw.strip() != "" else ""
     except YamlLimitError as e:
@@ -907,10 +910,32 @@ def _validate_optimizer_groups(groups, where):
             value = group.get(key, 0.0)
             if not _is_number(value) or value < 0:
                 raise ConfigError(f"{at}.{key} must be a non-negative number, got {value!r}")
+        _check_regex_size(group["params"], f"{at}.params")
         try:
             regex.compile(group["params"], flags=regex.V0)   # as engine/optim.py matches it (re's syntax)
         except regex.error as e:
             raise ConfigError(f"{at}.params is not a valid regex: {group['params']!r} ({e})") from None
+
+
+# A parameter name is under 200 characters, so a useful pattern is short and repeats little. The `regex`
+# module unrolls counted repeats when it compiles (`a{1000000000}` would take gigabytes): their bounds,
+# multiplied together (an upper estimate of the unrolled size), and the pattern's length are bounded.
+MAX_REGEX_LENGTH = 1_000
+MAX_REGEX_REPEATS = 10_000
+_COUNTED_REPEAT = re.compile(r"\\.|\{(\d*)(?:,(\d*))?\}", re.S)   # an escape (skipped) or {m,n}
+
+
+def _check_regex_size(pattern, key):
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ConfigError(f"{key} is a regex of {len(pattern)} characters, more than the {MAX_REGEX_LENGTH} a "
+                          "parameter-name pattern needs")
+    product = 1
+    for match in _COUNTED_REPEAT.finditer(pattern):
+        if not match.group(0).startswith("\\"):
+            product *= max(int(match.group(1) or 0), int(match.group(2) or 0), 1)
+    if product > MAX_REGEX_REPEATS:
+        raise ConfigError(f"{key} {pattern!r} repeats too much: its counted repeats ({{m,n}}) multiply to "
+                          f"{product}, more than {MAX_REGEX_REPEATS} (parameter names are short)")
 
 
 def dump_config(cfg):

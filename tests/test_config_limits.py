@@ -174,3 +174,28 @@ def test_keys_of_the_other_family_in_a_file_name_the_file(tmp_path):
     path.write_text(f"__include__: {config_path('ssd300.yml')}\ncriterion:\n  alpha: 0.5\n")
     with pytest.raises(ConfigError, match=r"mine\.yml.*criterion\.alpha"):
         rtdetr_fine.load_config(str(path))
+
+
+def test_an_override_key_deeper_than_a_config_nests_is_refused():
+    key = "criterion.weight_dict." + ".".join(["a"] * 3000)
+    message = config_error_within(30, config_path("rtdetr_r18.yml"), [f"{key}=1"])
+    assert message.startswith("override 'criterion.weight_dict.a.a") and "3002 dotted parts, more than the 32" in message
+
+
+@pytest.mark.parametrize("pattern,message", [
+    ("a{1000000000}", "counted repeats ({m,n}) multiply to 1000000000, more than 10000"),
+    ("((a{1000}){1000}){1000}", "multiply to 1000000000"),
+    ("x\\\\{100000}", "multiply to 100000"),          # an escaped backslash, then a real repeat
+    ("(?:backbone|" + "|".join(f"n{i}" for i in range(300)) + ")", "is a regex of 1402 characters, more than the 1000"),
+])
+def test_optimizer_regexes_too_big_to_compile_are_refused_before_compiling(pattern, message):
+    """The `regex` module unrolls counted repeats when compiling: a{1000000000} took gigabytes."""
+    overrides = [f"optimizer.params=[{{params: '{pattern}'}}]"]
+    error = config_error_within(30, config_path("rtdetr_r18.yml"), overrides)
+    assert "optimizer.params[0].params" in error and message in error
+
+
+def test_small_counted_repeats_and_escaped_braces_are_fine():
+    groups = "[{params: 'backbone{1}'}, {params: 'a\\{1000000000\\}'}, {params: '^(?=.*encoder).{2,300}$'}]"
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [f"optimizer.params={groups}"])
+    assert len(cfg["optimizer"]["params"]) == 3
