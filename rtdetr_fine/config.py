@@ -183,6 +183,7 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream):
         super().__init__(stream)
         self._key_path, self._open_anchors = [], []   # the keys and anchors of the values being composed
+        self._composed = 0                              # values composed so far (aliases not expanded)
 
     def compose_node(self, parent, index):
         return _compose_node_bounded(self, parent, index)
@@ -223,6 +224,10 @@ def _compose_node_bounded(self, parent, index):
     if len(self._open_anchors) >= MAX_YAML_DEPTH:
         raise YamlLimitError(f"key '{_dotted(path[:4])}...' is nested more than {MAX_YAML_DEPTH} levels deep "
                              "(a config nests a few levels)")
+    self._composed += 1
+    if self._composed > MAX_YAML_VALUES:   # stop reading a huge document early (not after building it)
+        raise YamlLimitError(f"the document holds more than the {MAX_YAML_VALUES} values a config may hold "
+                             f"(reading stopped at key '{_dotted(path)}')")
     anchor = self.peek_event().anchor
     saved = self._key_path
     self._key_path = path

@@ -199,3 +199,11 @@ def test_small_counted_repeats_and_escaped_braces_are_fine():
     groups = "[{params: 'backbone{1}'}, {params: 'a\\{1000000000\\}'}, {params: '^(?=.*encoder).{2,300}$'}]"
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), [f"optimizer.params={groups}"])
     assert len(cfg["optimizer"]["params"]) == 3
+
+
+def test_a_huge_document_stops_being_read_at_the_bound(tmp_path):
+    path = tmp_path / "huge.yml"
+    path.write_text("train_dataloader:\n  multi_scale: [" + ", ".join(["640"] * 200_000) + "]\n")
+    message = config_error_within(30, path)
+    assert message.startswith(str(path)) and f"holds more than the {MAX_YAML_VALUES} values" in message
+    assert "reading stopped at key 'train_dataloader.multi_scale[" in message
