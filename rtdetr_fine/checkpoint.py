@@ -289,7 +289,10 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
     with the same description, not skipped.
     Returns which weights were loaded ('ema', 'model' or 'state_dict'; a transformers file is a state dict).
     """
-    state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
+    try:
+        state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
+    except ValueError as e:
+        raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
     _check_tensors(path, which, state)
     try:
         state = canonical_names(state)

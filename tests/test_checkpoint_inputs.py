@@ -61,3 +61,11 @@ def test_non_finite_weights_name_the_checkpoint(tmp_path, bad):
     with pytest.raises(ValueError, match=r"checkpoint .*diverged\.pth \(model\): its weights are not finite: 1 "
                                          r"tensors hold NaN or inf values, e\.g\. '1\.running_var'"):
         load_weights(tiny_model(), saved(tmp_path, state, "diverged.pth"))
+
+
+@pytest.mark.parametrize("content", [5, [torch.zeros(1)], {"model": 5}, {"ema": {"module": 3}, "epoch": 1}])
+def test_a_checkpoint_without_a_state_dict_names_the_file(tmp_path, content):
+    path = tmp_path / "odd.pth"
+    torch.save(content, path)
+    with pytest.raises(ValueError, match=rf"^{path}: checkpoint (is not a dict|has neither)"):
+        load_weights(tiny_model(), str(path))
