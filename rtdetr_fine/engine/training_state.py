@@ -42,11 +42,11 @@ def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classe
     _check_progress(path, ckpt, best_key)
     load_weights(model, path, prefer_ema=False)
     if ema is not None and ckpt.get("ema"):
-        ema.load_state_dict(ckpt["ema"])
+        _load_state(path, "ema", ema, ckpt["ema"])
     _load_optimizer(path, optimizer, ckpt)
-    scheduler.load_state_dict(ckpt["lr_scheduler"])
+    _load_state(path, "lr_scheduler", scheduler, ckpt["lr_scheduler"])
     if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
+        _load_state(path, "scaler", scaler, ckpt["scaler"])
     return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get(best_key, -1.0)
 
 
@@ -54,7 +54,7 @@ def _check_progress(path, ckpt, best_key) -> None:
     """epoch and iteration are counts (integers >= 0), the best value a number: anything else would resume
     at a wrong epoch (e.g. -5 trains epochs -4, -3, ...) or fail deep in the loop."""
     for key in ("epoch", "iteration"):
-        value = ckpt.get(key, 0)
+        value = ckpt.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"checkpoint {path}: its '{key}' must be a count (an integer >= 0), got {value!r}; "
                              "not a checkpoint train.py wrote (start a fine-tuning run from its weights with -t)")
@@ -78,3 +78,12 @@ def _load_optimizer(path, optimizer, ckpt) -> None:
                          f"{[len(g['params']) for g in optimizer.param_groups]}; resume with the optimizer.params the "
                          "run was trained with" + (f" ({recorded!r})" if recorded is not None else "")
                          + ", or start a new run from its weights with -t") from None
+
+
+def _load_state(path, name, target, state) -> None:
+    """target.load_state_dict(state); a state of another form is a ValueError naming the checkpoint and entry."""
+    try:
+        target.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+        raise ValueError(f"checkpoint {path}: its '{name}' entry does not fit ({type(e).__name__}: {e}); not the "
+                         "state train.py writes (start a new run from its weights with -t)") from None

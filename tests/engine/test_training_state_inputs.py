@@ -64,3 +64,10 @@ def test_other_optimizer_groups_name_the_config_key(tmp_path, resume_groups):
                                          r"optimizer\.params gives \d+ of .* resume with the optimizer\.params the run "
                                          r"was trained with \(\[\]\)"):
         restore(path, resume_groups)
+
+
+@pytest.mark.parametrize("key,value", [("lr_scheduler", 5), ("lr_scheduler", {"_schedulers": 1}), ("iteration", None)])
+def test_a_damaged_entry_names_the_checkpoint_and_entry(tmp_path, key, value):
+    path = write_checkpoint(tmp_path, **{key: value})
+    with pytest.raises(ValueError, match=rf"checkpoint .*last\.pth: its '{key}' "):
+        restore(path)
