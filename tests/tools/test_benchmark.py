@@ -243,7 +243,12 @@ def test_data_job_times_our_loader_and_the_official_pipeline(tmp_path):
     settings = report["settings"]
     assert settings["threads"] == 1 and settings["images"] == 8 and settings["image_size"] == [640, 480]
     assert len(list((tmp_path / "data_jpegs" / "images").glob("*.jpg"))) == 8
+    official_stages, our_stages = dict(official["stages_cpu_ms"]), dict(ours["stages_cpu_ms"])
+    assert {"decode (PIL)", "RandomIoUCrop (p 0.8)", "Resize (PIL)"} <= set(official_stages)
+    assert {"decode (PIL)", "photometric ops (PIL, on the kept part)", "random draws (IoU-crop trials at once)",
+            "batch: stack, float, multi-scale resize"} <= set(our_stages)
+    assert all(ms >= 0 for ms in [*official_stages.values(), *our_stages.values()])
     table = (tmp_path / "benchmark.md").read_text()
-    assert "| ours: build_train_loader |" in table and "vs official" in table
+    assert "| ours: build_train_loader |" in table and "vs official" in table and "Where the time goes, ours:" in table
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert benchmark.main(["--data", "--data-images", "2", "--out-dir", str(tmp_path)]) == 1   # less than a batch

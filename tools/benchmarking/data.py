@@ -15,7 +15,8 @@ runs), on the same generated JPEGs (COCO-sized: 640x480, 6 boxes each; --data-im
 
 A timed run is one pass over the set. The two take turns in blocks (timing.time_in_blocks), so a
 change in background load hits both; images/s = images / median pass time, and the speed-up is the
-ratio of medians and the paired ratio (timing.paired_ratio), as for the model latencies.
+ratio of medians and the paired ratio (timing.paired_ratio), as for the model latencies. One more
+pass of each, by hand with stage timers (StageClock: CPU time per stage), says where the time goes.
 """
 import contextlib
 import io
@@ -157,13 +158,81 @@ def one_pass(loader, epochs):
     return run
 
 
+# ----------------------------------------------------------------------------- where the time goes
+
+class StageClock:
+    """CPU time of this process per named stage; a stage's time excludes the stages it calls."""
+
+    def __init__(self):
+        self.seconds, self._inner = {}, []
+
+    def time(self, name, fn, *args, **kwargs):
+        """fn(*args, **kwargs), timed as stage `name`."""
+        self._inner.append(0.0)
+        start = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            elapsed = time.process_time() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + elapsed - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += elapsed
+
+    def wrap(self, obj, attr, name):
+        """Time every call of obj.attr from now on (an instance attribute over it)."""
+        fn = getattr(obj, attr)
+        setattr(obj, attr, lambda *args, **kwargs: self.time(name, fn, *args, **kwargs))
+
+
+OFFICIAL_STAGES = ("RandomPhotometricDistort (PIL)", "RandomZoomOut (PIL canvas)", "RandomIoUCrop (p 0.8)",
+                   "SanitizeBoundingBoxes (x2)", "RandomHorizontalFlip", "Resize (PIL)", "ToImage", "ToDtype float",
+                   "SanitizeBoundingBoxes (x2)", "boxes to cxcywh")
+
+
+def official_stages(loader, clock):
+    """Hooks on the official pipeline: PIL decode, each v2 transform."""
+    dataset = loader.dataset
+    clock.wrap(dataset, "_load_image", "decode (PIL)")
+    dataset.pipeline.transforms = [(lambda *args, name=name, t=t: clock.time(name, t, *args))
+                                   for name, t in zip(OFFICIAL_STAGES, dataset.pipeline.transforms)]
+
+
+def our_stages(loader, clock):
+    """Hooks on ours: decode, the fused transform's draws, photometric ops, pixels and boxes."""
+    dataset = loader.dataset
+    fused = dataset.transforms.strong
+    clock.wrap(dataset, "load_image", "decode (PIL)")
+    clock.wrap(fused, "draw", "random draws (IoU-crop trials at once)")
+    clock.wrap(fused.photometric, "transform", "photometric ops (PIL, on the kept part)")
+    clock.wrap(fused, "image", "crop window: pad, flip, resize once (uint8)")
+    clock.wrap(fused, "boxes", "boxes (v2 box kernels)")
+
+
+def stage_profile(loader, hooks, passes=1):
+    """[(stage, ms per image)]: `passes` passes over the loader's dataset by hand, each item then each
+    batch's collate timed (CPU time), `hooks(loader, clock)` timing the stages inside an item."""
+    clock = StageClock()
+    hooks(loader, clock)
+    dataset, images = loader.dataset, 0
+    for _ in range(passes):
+        batch = []
+        for index in range(len(dataset)):
+            batch.append(clock.time("rest of the item (target, conversions)", dataset.__getitem__, index))
+            images += 1
+            if len(batch) == BATCH_SIZE:
+                clock.time("batch: stack, float, multi-scale resize", loader.collate_fn, batch)
+                batch = []
+    return sorted(((name, 1e3 * seconds / images) for name, seconds in clock.seconds.items()), key=lambda t: -t[1])
+
+
 # ----------------------------------------------------------------------------- the job
 
 def table(report):
     """data's benchmark.md: the settings, then images/s per pipeline and ours against the official."""
     s, rows = report["settings"], report["results"]
     lines = [f"Training input pipeline, one process, {s['threads']} thread: {s['images']} generated JPEGs "
-             f"({s['image_size'][0]}x{s['image_size'][1]}, {BOXES_PER_IMAGE} boxes each), batches of {s['batch_size']}, "
+             f"({s['image_size'][0]}x{s['image_size'][1]}, {BOXES_PER_IMAGE} boxes each), "
+             f"batches of {s['batch_size']}, "
              f"median of {s['runs']} passes over the set after {s['warmup']} warm-up, in blocks of {s['block']}; "
              f"load average before/after: {s['load_before']:.2f}/{s['load_after']:.2f}"
              + ("; * = too few passes without other CPU load, median over all" if any(r["contended"] for r in rows)
@@ -175,6 +244,11 @@ def table(report):
         ratio = "x1.000" if r["name"] == "official" else f"x{r['speedup']:.2f} (paired x{r['paired_speedup']:.2f})"
         lines.append(f"| {r['name']}: {r['what']} | {r['images_per_s']:.1f}{'*' if r['contended'] else ''} "
                      f"| {1e3 / r['images_per_s']:.2f} | {ratio} |")
+    for r in rows:
+        total = sum(ms for _, ms in r["stages_cpu_ms"])
+        lines += ["", f"Where the time goes, {r['name']}: one more pass with stage timers (CPU time of the process, "
+                      f"{total:.2f} ms per image in all)", "", "| stage | ms per image | share |", "|---|---|---|"]
+        lines += [f"| {stage} | {ms:.2f} | {100 * ms / total:.0f}% |" for stage, ms in r["stages_cpu_ms"]]
     return "\n".join(lines) + "\n"
 
 
@@ -201,27 +275,29 @@ def run(args, log):
     torch.set_num_threads(1)                       # a DataLoader worker's share
     try:
         img_folder, ann_file = write_jpegs(os.path.join(args.out_dir, "data_jpegs"), args.data_images)
-        loaders = [("official", "torchvision v2 on PIL, as the official configs list", official_loader),
-                   ("ours", "build_train_loader", our_loader)]
+        loaders = [("official", "torchvision v2 on PIL, as the official configs list", official_loader,
+                    official_stages),
+                   ("ours", "build_train_loader", our_loader, our_stages)]
         epochs = iter(range(10 ** 9))
-        passes = [one_pass(build(img_folder, ann_file), epochs) for _, _, build in loaders]
+        passes = [one_pass(build(img_folder, ann_file), epochs) for _, _, build, _ in loaders]
         load_before = os.getloadavg()[0]
         log(f"timing {args.runs} passes over {args.data_images} images per pipeline in blocks of {args.block}")
         start = time.perf_counter()
         timed = time_in_blocks(passes, args.runs, args.warmup, args.block)
-        log(f"timed in {time.perf_counter() - start:.0f} s")
+        log(f"timed in {time.perf_counter() - start:.0f} s; one more pass each with stage timers")
+        stages = [stage_profile(build(img_folder, ann_file), hooks) for _, _, build, hooks in loaders]
     finally:
         torch.set_num_threads(threads)
     images = args.data_images // BATCH_SIZE * BATCH_SIZE           # drop_last
     official_stats = latency_stats(timed[0])
     results = []
-    for (name, what, _), samples in zip(loaders, timed):
+    for (name, what, _, _), samples, profile in zip(loaders, timed, stages):
         stats = latency_stats(samples)
         paired = paired_ratio(timed[0], samples)
         results.append({"name": name, "what": what, "images_per_s": images / (stats["median_ms"] / 1e3),
                         "pass_ms": stats["median_ms"], "contended": stats["contended"],
                         "speedup": official_stats["median_ms"] / stats["median_ms"],
-                        "paired_speedup": 1 / paired if paired else None})
+                        "paired_speedup": 1 / paired if paired else None, "stages_cpu_ms": profile})
     settings = {"images": args.data_images, "image_size": list(IMAGE_WH), "batch_size": BATCH_SIZE, "threads": 1,
                 "runs": args.runs, "warmup": args.warmup, "block": args.block, "config": CONFIG,
                 "load_before": load_before, "load_after": os.getloadavg()[0]}
