@@ -21,9 +21,9 @@ FusedTrainTransform takes the same v2 transform objects and:
   5. moves the boxes with torchvision's box kernels (pad, crop, sanitize, flip, resize, sanitize).
 
 The image stays uint8 [3, H, W]; the collate converts the whole batch to float (collate.to_float).
-Where the time went and goes: docs/training.md, "The input pipeline". Against the sequential pipeline for the same draws the boxes are equal (float32
-round-off) and the image is equal up to the resize's rounding, torch's uint8 kernel against PIL's:
-at most 1 level of 255 (tests/data/test_fused_transforms.py).
+Against the sequential pipeline for the same draws the boxes are equal (float32 round-off) and the
+image is equal up to the resize's rounding, torch's uint8 kernel against PIL's: at most 1 level of 255
+(tests/data/test_fused_transforms.py). Where the time goes: docs/training.md, "The input pipeline".
 """
 import numpy as np
 import PIL.Image
