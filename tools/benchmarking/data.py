@@ -6,9 +6,9 @@ runs), on the same generated JPEGs (COCO-sized: 640x480, 6 boxes each; --data-im
   * ours: the loader train.py uses, rtdetr_fine.data.loaders.build_train_loader(cfg, seed) for
     configs/rtdetr_r18.yml (num_workers 0, 4 images per batch): decode, the fused strong augmentation
     (rtdetr_fine/data/fused_transforms.py), batch, random scale of the multi-scale list;
-  * official: a torchvision v2 rebuild of the official RT-DETR pipeline (rtdetr_pytorch
-    configs/rtdetr/include/dataloader.yml, ops in that order on a PIL image): PIL decode and the
-    COCO target, RandomPhotometricDistort(p=0.5), RandomZoomOut(fill=0), RandomIoUCrop(p=0.8),
+  * official: a torchvision v2 rebuild of the official RT-DETR pipeline (the ops of
+    rtdetr_pytorch/configs/rtdetr/include/dataloader.yml, in that order, on a PIL image): PIL decode,
+    the COCO target, RandomPhotometricDistort(p=0.5), RandomZoomOut(fill=0), RandomIoUCrop(p=0.8),
     SanitizeBoundingBoxes(min_size=1), RandomHorizontalFlip, Resize([640, 640]), ToImage, ToDtype(float32,
     scale), SanitizeBoundingBoxes(min_size=1), boxes to normalised cxcywh; batches of 4 stacked and
     resized to a random scale of the same list (the official model does that on the batch).
@@ -109,7 +109,7 @@ def _normalised_cxcywh(image, target):
 
 
 def official_transforms(size=640):
-    """The official train ops (configs/rtdetr/include/dataloader.yml) with torchvision's v2 transforms."""
+    """The official train ops (rtdetr_pytorch/configs/rtdetr/include/dataloader.yml), torchvision v2 transforms."""
     return v2.Compose([
         v2.RandomPhotometricDistort(p=0.5),
         v2.RandomZoomOut(fill=0),
