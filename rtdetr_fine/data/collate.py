@@ -1,14 +1,26 @@
-"""Batch collation, with RT-DETR's per-batch multi-scale resize."""
+"""Batch collation, with RT-DETR's per-batch multi-scale resize.
+
+The strong training transform hands over uint8 images (fused_transforms.py): the batch is stacked as
+bytes and converted to float32 in [0, 1] (to_float) before the multi-scale resize (torch's nearest
+resize is faster on float32 than on uint8; it picks pixels, so the order does not change them).
+"""
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2.functional import to_dtype
 
 from ..config import image_hw
 
 
+def to_float(images):
+    """uint8 images -> float32 in [0, 1], as v2.ToDtype(float32, scale=True) converts them; float images
+    are returned as they are."""
+    return to_dtype(images, torch.float32, scale=True) if images.dtype == torch.uint8 else images
+
+
 def collate(batch):
-    """[(image [3, H, W], target), ...] -> (images [B, 3, H, W], list of B targets)."""
+    """[(image [3, H, W], target), ...] -> (images float32 [B, 3, H, W], list of B targets)."""
     images = torch.stack([image for image, _ in batch])
-    return images, [target for _, target in batch]
+    return to_float(images), [target for _, target in batch]
 
 
 class MultiScaleCollate:

@@ -8,6 +8,7 @@ from .. import distributed as du
 from ..config import ConfigError
 from .coco import CocoDetection
 from .collate import MultiScaleCollate, collate
+from .fused_transforms import FusedTrainTransform
 from .synthetic import make_shapes_dataset
 from .transforms import StopEpochTransforms, build_val_transforms
 
@@ -28,7 +29,8 @@ Without COCO, run the embedded CPU demo (a generated shapes set) instead:
 
 def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
                   num_classes=None, stop_epoch=None, classes=None, exif_transpose=False):
-    """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`) or val transforms.
+    """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`, in their fused form:
+    fused_transforms.py) or val transforms.
 
     image_size: int or (h, w). classes: the ClassSet to label with (e.g. the training set's);
     without it the class set comes from the file's categories under num_classes (int, checked
@@ -37,7 +39,8 @@ def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_cate
     pixels, as torchvision's CocoDetection reads them).
     Call dataset.set_epoch(epoch) each epoch for the stop_epoch policy.
     """
-    transforms = StopEpochTransforms(image_size, stop_epoch) if train else build_val_transforms(image_size)
+    transforms = StopEpochTransforms(image_size, stop_epoch, strong=FusedTrainTransform(image_size)) if train \
+        else build_val_transforms(image_size)
     return CocoDetection(img_folder, ann_file, transforms, remap_mscoco_category=remap_mscoco_category,
                          num_classes=num_classes, classes=classes, exif_transpose=exif_transpose)
 
