@@ -9,6 +9,7 @@ import tempfile
 
 import torch
 
+from .anydepth.convert import block0_twins_missing
 from .anydepth.norms import init_skip_norms_from_main
 from .data.classes import AUTO, ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from .data.coco import read_coco_json
@@ -237,10 +238,16 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
         model.load_state_dict(state, strict=False)
         init_skip_norms_from_main(model, state, log)   # any-depth twins the checkpoint lacks: copies, not init
         return which
+    older_anydepth = block0_twins_missing(state, missing)
+    missing = [k for k in missing if k not in older_anydepth]
     if mismatched or unexpected or missing:
         raise _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune=False)
     # num_batches_tracked may be absent in some exports, or present where the model's norms are frozen
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if older_anydepth:
+        log(f"{path}: an any-depth checkpoint from before the neck's RepVGG block 0 had twins (issue 22); "
+            "it used block 0's main norms at every depth, so their twins start as copies of them")
+        init_skip_norms_from_main(model, state, log)
     return which
 
 

@@ -14,9 +14,9 @@ converts norms, so backbone.py / hybrid_encoder.py stay the official model:
 * neck ("neck", one unit): in each CSPRep layer RepVGG block 0 always runs and the others can be
   skipped; the norms of every always-run conv-norm layer are switchable: input projections,
   lateral and downsample convs, CSP conv1 / conv2 and conv3 when present (R18, expansion 0.5:
-  it consumes the sum that skipping changes). AIFI always runs, with switchable norm1 / norm2.
-  The RepVGG block 0 norms are not switched (the authors' list has no such norms; it also keeps
-  RepVGG fusion one fold per block). FINE, when enabled, always runs with its own norms;
+  it consumes the sum that skipping changes), and RepVGG block 0's conv1 / conv2, as in the
+  authors' HybridEncoderADN. Block 0 fuses per depth at deploy (deploy.py). AIFI always runs, with
+  switchable norm1 / norm2. FINE, when enabled, always runs with its own norms;
 * decoder: the number of decoder layers run in eval mode; the output is the last run layer's
   (the decoder's own `eval_idx`). Training always runs every layer (auxiliary losses).
 
@@ -30,6 +30,7 @@ The depth is a setting of the built model (module flags, not weights): `set_dept
 with spec "full", "min" (all skips, `anydepth.min_decoder_layers` decoder layers) or explicit
 "backbone=1,0,1,1 neck=1 decoder=4" (1 = skip that unit's skippable path; omitted keys: full).
 """
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -39,7 +40,8 @@ from torch import nn
 from ..distributed import unwrap
 from ..nn.layers import ConvNormLayer
 from ..rtdetr.decoder import TransformerDecoder
-from .norms import SwitchableNorm, make_switchable
+from .deploy import switchable_repvgg
+from .norms import Switchable, make_switchable
 
 NECK_ESSENTIAL_BLOCKS = 1   # RepVGG block 0 of every CSPRep layer
 
@@ -169,12 +171,27 @@ def _convert_neck(encoder: nn.Module) -> list:
         conv.norm = make_switchable(conv.norm, "neck")
     neck_blocks = []
     for csp in [*encoder.fpn_blocks, *encoder.pan_blocks]:
-        for conv in (csp.conv1, csp.conv2, csp.conv3):
+        essential = csp.bottlenecks[0]                # RepVGG block 0, always run
+        for conv in (csp.conv1, csp.conv2, csp.conv3, essential.conv1, essential.conv2):
             if isinstance(conv, ConvNormLayer):       # conv3 is Identity when hidden == out channels
                 conv.norm = make_switchable(conv.norm, "neck")
+        csp.bottlenecks[0] = switchable_repvgg(essential)   # its deploy form: one fused conv per norm set
         neck_blocks.append(len(csp.bottlenecks))
         csp.bottlenecks = SkippableSequential(list(csp.bottlenecks), NECK_ESSENTIAL_BLOCKS, "neck")
     return neck_blocks
+
+
+# The twins of RepVGG block 0's norms, which our any-depth checkpoints saved before them (issue 22) lack.
+BLOCK0_TWIN = re.compile(r"^encoder\.(fpn|pan)_blocks\.\d+\.bottlenecks\.0\.conv[12]\.norm\.skip\.")
+
+
+def block0_twins_missing(state: dict, missing: Iterable[str]) -> list:
+    """The `missing` names that are block-0 twins, when `state` is one of our older any-depth checkpoints
+    (it has the other twins); else []. Such a checkpoint used block 0's main norms at every depth, so
+    twins copied from them (norms.init_skip_norms_from_main) compute what it computed."""
+    if not any(".skip." in k for k in state):
+        return []
+    return [k for k in missing if BLOCK0_TWIN.match(k)]
 
 
 def transformer_decoder(model: nn.Module) -> TransformerDecoder:
@@ -194,14 +211,14 @@ def layout_of(model: nn.Module) -> AnyDepthLayout:
 
 def count_depth_params(model: nn.Module) -> int:
     """Parameters of what the model runs at its current depth in eval mode: all but the skipped
-    blocks, the unused half of each switchable norm, and the decoder layers (and their heads)
+    blocks, the unused half of each switchable norm (or fused conv), and the decoder layers (and their heads)
     after the last one run. At `full` this equals the baseline's parameter count."""
     model = unwrap(model)
     unused = set()
     for module in model.modules():
         if isinstance(module, SkippableSequential) and module.skipping:
             unused |= {id(p) for block in module.skippable() for p in block.parameters()}
-        if isinstance(module, SwitchableNorm):
+        if isinstance(module, Switchable):
             idle = module.parameters(recurse=False) if module.skipping else module.skip.parameters()
             unused |= {id(p) for p in idle}
     decoder_layers = transformer_decoder(model).eval_idx + 1

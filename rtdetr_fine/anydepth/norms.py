@@ -13,8 +13,8 @@ from torchvision.ops import FrozenBatchNorm2d
 from ..distributed import unwrap
 
 
-class SwitchableNorm:
-    """Mixin for a norm with a `skip` twin: the twin normalises while the norm's unit skips.
+class Switchable:
+    """Mixin for a module with a `skip` twin that runs in its place while the module's unit skips.
 
     `unit` names the skip unit ("backbone.2", "neck"); `skipping` is set by `set_depth`.
     """
@@ -28,6 +28,10 @@ class SwitchableNorm:
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, unit={self.unit}"
+
+
+class SwitchableNorm(Switchable):
+    """A switchable norm (the twin normalises while the norm's unit skips)."""
 
 
 class SwitchableBatchNorm2d(SwitchableNorm, nn.BatchNorm2d):
