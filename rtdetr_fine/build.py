@@ -137,6 +137,7 @@ def build_postprocessor(cfg: dict) -> nn.Module:
 def build_training(cfg: dict, model: nn.Module, criterion: nn.Module) -> tuple:
     """(module, criterion) that train.py optimises: any-depth configs with anydepth.distill train the
     full and the smallest network by self-distillation (rtdetr_fine/anydepth/distill.py); others the model itself."""
-    if cfg["detector"] == "rtdetr" and cfg["anydepth"]["enabled"] and cfg["anydepth"]["distill"]:
-        return FullAndMin(model), DistillationCriterion(criterion, cfg["anydepth"]["distill_weight_dict"])
+    a = cfg["anydepth"]
+    if cfg["detector"] == "rtdetr" and a["enabled"] and a["distill"]:
+        return FullAndMin(model), DistillationCriterion(criterion, a["distill_weight_dict"], a["distill_reduction"])
     return model, criterion

@@ -62,6 +62,8 @@ DEFAULTS = {
             "loss_kd_class": 1.0, "loss_kd_bbox": 5.0, "loss_kd_giou": 2.0,
             "loss_kd_feat_backbone": 1.0, "loss_kd_feat_encoder": 1.0,
         },
+        "distill_reduction": "plain",   # plain: class KL per pair | authors: (queries / classes) x KL (docs/anydepth.md)
+        "independent_scales": False,    # true: full and min each see their own multi-scale size (the authors')
     },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],
@@ -601,6 +603,8 @@ RULES = {
     "anydepth.distill": _boolean,
     **{f"anydepth.distill_weight_dict.{term}": _NON_NEGATIVE for term in (
         "loss_kd_class", "loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder")},
+    "anydepth.distill_reduction": _one_of("plain", "authors"),
+    "anydepth.independent_scales": _boolean,
 }
 
 
@@ -661,6 +665,7 @@ def _validate_combinations(cfg, where):
              f"{cfg['detector']}")
     if cfg["detector"] != "rtdetr":
         return
+    _validate_anydepth_combinations(cfg, fail)
     if len(enc["feat_strides"]) != len(enc["in_channels"]):
         fail(("encoder.feat_strides", "encoder.in_channels"), f"encoder.feat_strides {enc['feat_strides']} needs "
              f"one stride per entry of encoder.in_channels {enc['in_channels']}")
@@ -685,6 +690,18 @@ def _validate_combinations(cfg, where):
             fail(("postprocessor.num_top_queries", "decoder.num_queries", "num_classes"),
                  f"postprocessor.num_top_queries={cfg['postprocessor']['num_top_queries']} is more than the "
                  f"decoder.num_queries x num_classes = {most} scores there are")
+
+
+def _validate_anydepth_combinations(cfg, fail):
+    """The keys of any-depth training."""
+    a = cfg["anydepth"]
+    if a["independent_scales"] and not (a["enabled"] and a["distill"]):
+        fail(("anydepth.independent_scales", "anydepth.enabled", "anydepth.distill"), "anydepth.independent_scales "
+             "draws a size for each of the two passes of any-depth self-distillation: it needs anydepth.enabled "
+             "and anydepth.distill true")
+    if a["independent_scales"] and not cfg["train_dataloader"]["multi_scale"]:
+        fail(("anydepth.independent_scales", "train_dataloader.multi_scale"), "anydepth.independent_scales draws "
+             "the sizes from train_dataloader.multi_scale, which is empty")
 
 
 def _validate_optimizer_groups(groups, where):

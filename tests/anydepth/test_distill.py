@@ -13,7 +13,7 @@ from helpers import ROOT, config_path, read_log, run_script, tiny_demo_args
 import rtdetr_fine
 from rtdetr_fine.anydepth import SwitchableNorm, get_depth
 from rtdetr_fine.anydepth.distill import (DISTILL_TERMS, DistillationCriterion, FullAndMin, pair_by_ground_truth,
-                                 pooled_feature_kl)
+                                          pooled_feature_kl)
 from rtdetr_fine.engine import train_one_epoch
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer
 
@@ -205,3 +205,53 @@ def test_train_py_distills_logs_both_depths_and_resumes_exactly(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(full / "tensorboard")).Reload()
     assert {"val/AP", "val_min/AP"} <= set(events.Tags()["scalars"])
+
+
+# ---------------------------------------------------------------- the authors' distillation (issue 22)
+
+def test_the_reductions_differ_where_the_authors_differ():
+    """Class term: authors = (queries / classes) x plain; features: the same, but for one image the
+    authors' squeeze makes their batch mean a mean over the channels."""
+    teacher, student = toy_outputs(0, queries=6, classes=3), toy_outputs(1, queries=6, classes=3)
+    plain = criterion_for(load("rtdetr_r18_anydepth.yml"))
+    authors = criterion_for(load("rtdetr_r18_anydepth.yml", "anydepth.distill_reduction=authors"))
+    targets = targets_two_images()
+    a = alignment_terms(authors({"full": teacher, "min": student}, targets))
+    p = alignment_terms(plain({"full": teacher, "min": student}, targets))
+    assert a["loss_kd_class"].item() == pytest.approx(p["loss_kd_class"].item() * 6 / 3, rel=1e-6)
+    for k in ("loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder"):
+        assert a[k].item() == pytest.approx(p[k].item(), rel=1e-6), k
+    one_s, one_t = [m[:1] for m in student["backbone_feats"]], [m[:1] for m in teacher["backbone_feats"]]
+    channels = sum(m.shape[1] for m in one_s)
+    assert pooled_feature_kl(one_s, one_t, "authors").item() == \
+        pytest.approx(pooled_feature_kl(one_s, one_t).item() / channels, rel=1e-6)
+    with pytest.raises(ValueError, match="anydepth.distill_reduction"):
+        DistillationCriterion(plain.base, {}, "mean")
+
+
+def test_independent_scales_run_each_pass_at_its_own_size():
+    from rtdetr_fine.data.collate import PASS_SIZES
+    cfg = load("rtdetr_r18_anydepth.yml", "anydepth.independent_scales=true")
+    torch.manual_seed(0)
+    module, _ = rtdetr_fine.build_training(cfg, rtdetr_fine.build_model(cfg), rtdetr_fine.build_criterion(cfg))
+    seen = []
+    module.detector.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    images = torch.rand(2, 3, 96, 96)
+    sizes = torch.tensor([[64, 64], [128, 96]])
+    targets = [{**t, PASS_SIZES: sizes} for t in targets_two_images()]
+    outputs = module.train()(images, targets)
+    assert seen == [(64, 64), (128, 96)]                    # the full pass, then the min pass
+    assert outputs["full"]["backbone_feats"][0].shape[-2:] == (8, 8)
+    assert outputs["min"]["backbone_feats"][0].shape[-2:] == (16, 12)
+    seen.clear()
+    module(images, targets_two_images())                    # no sizes drawn (multi-scale off): the batch as it is
+    assert seen == [(96, 96), (96, 96)]
+
+
+def test_train_py_with_independent_scales(tmp_path):
+    out = tmp_path / "run"
+    args = tiny_demo(tmp_path, out, "epochs=1", "anydepth.independent_scales=true", "anydepth.distill_reduction=authors",
+                     "train_dataloader.no_aug_epochs=0", "train_dataloader.multi_scale=[64, 96]")
+    assert run_script("train.py", args) == 0
+    record = read_log(out)[0]
+    assert record["train_loss_kd_class"] > 0 and math.isfinite(record["train_loss"])
