@@ -7,6 +7,7 @@ from torch import nn
 
 from .anydepth.convert import convert_to_anydepth
 from .anydepth.distill import DistillationCriterion, FullAndMin
+from .anydepth.resnet_adn import ResNetADN, load_adn_pretrained
 from .data.coco_ids import COCO_LABEL_TO_CATEGORY
 from .modules.cfsam import CFSAM
 from .rtdetr.backbone import PResNet, load_pretrained_backbone
@@ -32,8 +33,13 @@ def num_classes(cfg: dict) -> int:
     return n
 
 
-def build_backbone(cfg: dict) -> PResNet:
+def build_backbone(cfg: dict) -> nn.Module:
+    """PResNet (official), or the any-depth authors' ResNet-ADN (backbone.type resnet_adn), whose ImageNet
+    weights build_model loads after the any-depth conversion (they carry the twins)."""
     b = cfg["backbone"]
+    if b["type"] == "resnet_adn":
+        return ResNetADN(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"],
+                         return_idx=b["return_idx"], freeze_at=b["freeze_at"], freeze_norm=b["freeze_norm"])
     backbone = PResNet(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"], return_idx=b["return_idx"],
                        freeze_at=b["freeze_at"], freeze_norm=b["freeze_norm"])
     if b["pretrained"]:
@@ -90,8 +96,11 @@ def build_model(cfg: dict) -> nn.Module:
     encoder = build_encoder(cfg, backbone.out_channels)
     cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
     model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
-    if cfg["anydepth"]["enabled"]:
-        model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"])
+    a = cfg["anydepth"]
+    if a["enabled"]:
+        model = convert_to_anydepth(model, a["min_decoder_layers"], a["twins_of_frozen_norms"])
+    if cfg["backbone"]["type"] == "resnet_adn" and cfg["backbone"]["pretrained"]:
+        load_adn_pretrained(model.backbone, cfg["backbone"]["pretrained"], cfg["backbone"]["depth"])
     return model
 
 
@@ -100,7 +109,7 @@ def describe_model(cfg: dict) -> str:
     if cfg["detector"] == "ssd300":
         name = "SSD300 (VGG16)"
     else:
-        name = f"RT-DETR R{cfg['backbone']['depth']}"
+        name = f"RT-DETR R{cfg['backbone']['depth']}" + ("-ADN" if cfg["backbone"]["type"] == "resnet_adn" else "")
         if cfg["fine"]["enabled"]:
             name += f" + FINE ({cfg['fine']['attention']})"
     if cfg["cross_layer"]:

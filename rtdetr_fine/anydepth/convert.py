@@ -10,7 +10,8 @@ converts norms, so backbone.py / hybrid_encoder.py stay the official model:
 * backbone, per ResNet stage of n blocks (a skip unit each, "backbone.0" .. "backbone.3"):
   the first `essential_blocks(n)` blocks always run, the rest can be skipped (R50 [3, 4, 6, 3]
   -> skippable [1, 2, 3, 1], R18 -> one per stage); the main-branch norms of the essential
-  blocks (branch2a/2b/2c) are switchable, the shortcut's norm and the stem are not;
+  blocks are switchable (PResNet: branch2a/2b/2c; the authors' ResNet-ADN, resnet_adn.py:
+  bn1/bn2/bn3), the shortcut's norm and the stem are not;
 * neck ("neck", one unit): in each CSPRep layer RepVGG block 0 always runs and the others can be
   skipped; the norms of every always-run conv-norm layer are switchable: input projections,
   lateral and downsample convs, CSP conv1 / conv2 and conv3 when present (R18, expansion 0.5:
@@ -21,9 +22,10 @@ converts norms, so backbone.py / hybrid_encoder.py stay the official model:
   (the decoder's own `eval_idx`). Training always runs every layer (auxiliary losses).
 
 A switchable norm *is* its main norm (same class family, same state-dict entries, so official
-checkpoints load unchanged) with a child `skip` twin: `<name>.norm.skip.weight` etc. The twin
-is a trainable nn.BatchNorm2d also where the main norm is a FrozenBatchNorm2d (R50 with
-freeze_norm), since the skipped configuration must adapt; a LayerNorm's twin is a LayerNorm.
+checkpoints load unchanged) with a child `skip` twin: `<name>.norm.skip.weight` etc. Where the main
+norm is a FrozenBatchNorm2d (R50 with freeze_norm), the twin is a trainable nn.BatchNorm2d in this
+project's variant (the skipped configuration adapts) or a FrozenBatchNorm2d as in the authors' model
+(anydepth.twins_of_frozen_norms: frozen); a LayerNorm's twin is a LayerNorm.
 Under DDP with sync_bn, `norms.convert_sync_batchnorm` replaces torch's conversion.
 
 The depth is a setting of the built model (module flags, not weights): `set_depth(model, spec)` (depth.py)
@@ -42,6 +44,8 @@ from ..nn.layers import ConvNormLayer
 from ..rtdetr.decoder import TransformerDecoder
 from .deploy import switchable_repvgg
 from .norms import Switchable, make_switchable
+from .resnet_adn import Bottleneck as AdnBottleneck
+from .resnet_adn import ResNetADN
 
 NECK_ESSENTIAL_BLOCKS = 1   # RepVGG block 0 of every CSPRep layer
 
@@ -122,14 +126,16 @@ class Depth:
         return units | ({"neck"} if self.neck else set())
 
 
-def convert_to_anydepth(model: nn.Module, min_decoder_layers: Optional[int] = None) -> nn.Module:
+def convert_to_anydepth(model: nn.Module, min_decoder_layers: Optional[int] = None,
+                        twins_of_frozen_norms: str = "trainable") -> nn.Module:
     """RT-DETR -> its any-depth form, in place (returns `model`); the weights of `model` are kept.
 
     min_decoder_layers: decoder layers of the `min` depth (None: as many as `full` runs).
+    twins_of_frozen_norms: "trainable" (BatchNorm2d twins) | "frozen" (FrozenBatchNorm2d twins, the authors').
     """
     if hasattr(model, "anydepth"):
         raise ValueError("the model is already any-depth")
-    stage_blocks, stage_essential = _convert_backbone(model.backbone)
+    stage_blocks, stage_essential = _convert_backbone(model.backbone, twins_of_frozen_norms)
     neck_blocks = _convert_neck(model.encoder)
     decoder = transformer_decoder(model)
     full_layers = decoder.eval_idx + 1
@@ -142,21 +148,37 @@ def convert_to_anydepth(model: nn.Module, min_decoder_layers: Optional[int] = No
     return model
 
 
-def _convert_backbone(backbone: nn.Module) -> tuple:
-    """Each stage -> SkippableStage; the main-branch norms of its essential blocks -> switchable."""
+def _convert_backbone(backbone: nn.Module, twins_of_frozen_norms: str) -> tuple:
+    """Each stage -> skippable; the main-branch norms of its essential blocks -> switchable."""
     stage_blocks, stage_essential = [], []
-    for i, stage in enumerate(backbone.res_layers):
+    for i, (blocks, install) in enumerate(_stages(backbone)):
         unit = f"backbone.{i}"
-        blocks = list(stage.blocks)
         num_essential = essential_blocks(len(blocks))
         for block in blocks[:num_essential]:
-            for name, branch in block.named_children():
-                if name != "short" and isinstance(branch, ConvNormLayer):   # the shortcut's norm is shared
-                    branch.norm = make_switchable(branch.norm, unit)
-        backbone.res_layers[i] = SkippableStage(SkippableSequential(blocks, num_essential, unit))
+            for owner, name in _main_branch_norms(block):
+                setattr(owner, name, make_switchable(getattr(owner, name), unit, twins_of_frozen_norms))
+        install(SkippableSequential(blocks, num_essential, unit))
         stage_blocks.append(len(blocks))
         stage_essential.append(num_essential)
     return stage_blocks, stage_essential
+
+
+def _stages(backbone: nn.Module) -> list:
+    """Per ResNet stage: (its blocks, install(container) putting the skippable container in the stage's
+    place under the same state-dict names: PResNet `res_layers.i.blocks.j`, ResNet-ADN `layer{i+1}.j`)."""
+    if isinstance(backbone, ResNetADN):
+        return [(list(getattr(backbone, name)), lambda blocks, name=name: setattr(backbone, name, blocks))
+                for name in backbone.stage_names]
+    return [(list(stage.blocks), lambda blocks, i=i: backbone.res_layers.__setitem__(i, SkippableStage(blocks)))
+            for i, stage in enumerate(backbone.res_layers)]
+
+
+def _main_branch_norms(block: nn.Module) -> list:
+    """(module, attribute) of each norm on a residual block's main branch (the shortcut's norm is shared)."""
+    if isinstance(block, AdnBottleneck):
+        return [(block, name) for name in AdnBottleneck.MAIN_NORMS]
+    return [(branch, "norm") for name, branch in block.named_children()
+            if name != "short" and isinstance(branch, ConvNormLayer)]
 
 
 def _convert_neck(encoder: nn.Module) -> list:
