@@ -4,7 +4,8 @@ The any-depth detection paper (seed 001, second abstract) trains only the two ex
 any-depth model, because optimising many sub-networks at once gives conflicting gradients, "with
 prediction-level and feature-level alignment losses". Facts from the authors' code
 (HyungseopLee/Dynamic-Routing-AnyDepthYOLO, anydepth-rt-detr: det_engine.py, rtdetr_criterion.py),
-re-implemented here. Every iteration, on the same images:
+re-implemented here. Every iteration, on the same images (with anydepth.independent_scales each
+pass at its own multi-scale size, as theirs):
 
   L = L_DETR(full; GT)                                                       the usual RT-DETR loss
     + 1 * s * sum_pairs KL(softmax(z_full) || softmax(z_min)) / N             class distributions
