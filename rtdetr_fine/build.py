@@ -96,9 +96,9 @@ def build_model(cfg: dict) -> nn.Module:
     encoder = build_encoder(cfg, backbone.out_channels)
     cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
     model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
-    a = cfg["anydepth"]
-    if a["enabled"]:
-        model = convert_to_anydepth(model, a["min_decoder_layers"], a["twins_of_frozen_norms"])
+    if cfg["anydepth"]["enabled"]:
+        model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"],
+                                    cfg["anydepth"]["twins_of_frozen_norms"])
     if cfg["backbone"]["type"] == "resnet_adn" and cfg["backbone"]["pretrained"]:
         load_adn_pretrained(model.backbone, cfg["backbone"]["pretrained"], cfg["backbone"]["depth"])
     return model
@@ -109,7 +109,9 @@ def describe_model(cfg: dict) -> str:
     if cfg["detector"] == "ssd300":
         name = "SSD300 (VGG16)"
     else:
-        name = f"RT-DETR R{cfg['backbone']['depth']}" + ("-ADN" if cfg["backbone"]["type"] == "resnet_adn" else "")
+        name = f"RT-DETR R{cfg['backbone']['depth']}"
+        if cfg["backbone"]["type"] == "resnet_adn":
+            name += "-ADN"
         if cfg["fine"]["enabled"]:
             name += f" + FINE ({cfg['fine']['attention']})"
     if cfg["cross_layer"]:
@@ -146,7 +148,7 @@ def build_postprocessor(cfg: dict) -> nn.Module:
 def build_training(cfg: dict, model: nn.Module, criterion: nn.Module) -> tuple:
     """(module, criterion) that train.py optimises: any-depth configs with anydepth.distill train the
     full and the smallest network by self-distillation (rtdetr_fine/anydepth/distill.py); others the model itself."""
-    a = cfg["anydepth"]
-    if cfg["detector"] == "rtdetr" and a["enabled"] and a["distill"]:
-        return FullAndMin(model), DistillationCriterion(criterion, a["distill_weight_dict"], a["distill_reduction"])
+    if cfg["detector"] == "rtdetr" and cfg["anydepth"]["enabled"] and cfg["anydepth"]["distill"]:
+        return FullAndMin(model), DistillationCriterion(criterion, cfg["anydepth"]["distill_weight_dict"],
+                                                        cfg["anydepth"]["distill_reduction"])
     return model, criterion

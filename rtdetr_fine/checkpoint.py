@@ -170,24 +170,35 @@ def describe_architecture(state: dict) -> str:
 
 
 def _backbone_name(keys) -> str:
-    """ResNet depth from the blocks per stage and the block type (backbone.ARCH), e.g. 'R50';
-    torchvision-style names (layer1.0.conv1: the any-depth authors' ResNet-ADN) give e.g. 'R50-ADN'."""
+    """ResNet depth from the blocks per stage and the block type (backbone.ARCH), e.g. 'R50'."""
     blocks = {}
-    bottleneck = torchvision_style = False
+    bottleneck = False
     for k in keys:
         m = re.match(r"backbone\.res_layers\.(\d+)\.blocks\.(\d+)\.", k)
-        tv = re.match(r"backbone\.layer([1-9])\.(\d+)\.", k)
-        if m or tv:
-            stage, block = (int(m.group(1)), int(m.group(2))) if m else (int(tv.group(1)) - 1, int(tv.group(2)))
-            blocks.setdefault(stage, set()).add(block)
-            bottleneck |= ".branch2c." in k or ".conv3." in k
-            torchvision_style |= tv is not None
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+            bottleneck |= ".branch2c." in k
+    if not blocks:
+        return _torchvision_resnet_name(keys)
     counts = [len(blocks[i]) for i in sorted(blocks)]
     kind = "bottleneck" if bottleneck else "basic"
     for depth, (arch_kind, arch_counts) in ARCH.items():
         if kind == arch_kind and counts == arch_counts[:len(counts)] and counts:
-            return f"R{depth}" + ("-ADN" if torchvision_style else "")
+            return f"R{depth}"
     return f"ResNet with {kind} blocks {counts}" if counts else "without a ResNet backbone"
+
+
+def _torchvision_resnet_name(keys) -> str:
+    """'R50-ADN' / 'R101-ADN' from torchvision-style names (backbone.layer1.0.conv3: the any-depth authors'
+    ResNet-ADN, rtdetr_fine/anydepth/resnet_adn.py)."""
+    blocks = {}
+    for k in keys:
+        m = re.match(r"backbone\.layer(\d)\.(\d+)\.conv3\.", k)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    counts = [len(blocks[i]) for i in sorted(blocks)]
+    depths = [d for d, (kind, arch) in ARCH.items() if kind == "bottleneck" and counts == arch]
+    return f"R{depths[0]}-ADN" if depths else "without a ResNet backbone"
 
 
 class CheckpointMismatchError(ValueError):

@@ -198,3 +198,16 @@ def test_the_adn_configs_are_the_authors_recipe(name):
     hidden = 256 if r50 else 384
     assert cfg["encoder"]["hidden_dim"] == hidden and cfg["decoder"]["feat_channels"] == [hidden] * 3
     assert cfg["encoder"]["dim_feedforward"] == (1024 if r50 else 2048)
+
+
+def test_a_checkpoint_of_the_other_backbone_is_described_by_name(tmp_path):
+    """An R50-ADN checkpoint given to this project's R50 variant (and the other way round) is refused with
+    what each one is, not a list of names."""
+    from rtdetr_fine.checkpoint import load_weights
+    adn, ours = rtdetr_fine.build_model(load()), rtdetr_fine.build_model(load("rtdetr_r50_anydepth.yml"))
+    torch.save({"model": adn.state_dict()}, tmp_path / "adn.pth")
+    with pytest.raises(ValueError, match=r"looks like RT-DETR R50-ADN, any-depth(.|\n)*builds +RT-DETR R50, any-depth"):
+        load_weights(ours, str(tmp_path / "adn.pth"))
+    torch.save({"model": ours.state_dict()}, tmp_path / "ours.pth")
+    with pytest.raises(ValueError, match=r"looks like RT-DETR R50, any-depth(.|\n)*builds +RT-DETR R50-ADN"):
+        load_weights(adn, str(tmp_path / "ours.pth"), finetune=True)
