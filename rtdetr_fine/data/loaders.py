@@ -125,7 +125,9 @@ def build_train_loader(cfg, seed, classes=None):
                             num_classes=cfg["num_classes"], stop_epoch=stop_epoch, classes=classes,
                             exif_transpose=t["dataset"]["exif_transpose"])
     sampler = DistributedSampler(dataset, num_replicas=du.world_size(), rank=du.rank(), shuffle=True, seed=seed)
-    collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank()) \
+    # any-depth self-distillation with independent scales: a size per pass, resized in FullAndMin
+    passes = 2 if cfg["anydepth"]["independent_scales"] else 1
+    collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank(), passes=passes) \
         if t["multi_scale"] else collate
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers(t["num_workers"]),
                         collate_fn=collate_fn, drop_last=True, pin_memory=torch.cuda.is_available(),

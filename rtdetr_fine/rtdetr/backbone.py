@@ -153,13 +153,14 @@ def _replace_batchnorm_with_frozen(module):
             _replace_batchnorm_with_frozen(child)
 
 
-def load_pretrained_backbone(backbone, source, depth):
-    """Load ImageNet weights into `backbone` from a local path, a URL, or True (official URL).
+def read_pretrained(source, url):
+    """backbone.pretrained -> the state dict it holds: a local path, a URL, or True (`url`, the
+    default weights); a {"model": ...} checkpoint gives its "model".
 
     The download (torch.hub cache) happens on the user's machine; here there is no network.
     """
     if source is True:
-        source = PRETRAINED_URLS[depth]
+        source = url
     if str(source).startswith(("http://", "https://")):
         try:
             state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
@@ -175,6 +176,12 @@ def load_pretrained_backbone(backbone, source, depth):
             raise FileNotFoundError(f"backbone.pretrained: no such file {source!r}") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    return state
+
+
+def load_pretrained_backbone(backbone, source, depth):
+    """Load ImageNet weights into `backbone` from a local path, a URL, or True (official URL)."""
+    state = read_pretrained(source, PRETRAINED_URLS[depth])
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         raise ValueError(f"backbone.pretrained {source!r} does not fit PResNet{depth}: "
