@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from helpers import CONFORMANCE, ROOT, config_path, read_log, run_script, tiny_demo_args
+from helpers import CONFORMANCE, ROOT, config_path, free_port, read_log, run_script, tiny_demo_args
 
 import rtdetr_fine
 from rtdetr_fine.anydepth import SwitchableNorm, get_depth, using_depth
@@ -170,7 +170,7 @@ def test_distill_false_trains_the_model_itself():
 
 def test_two_process_ddp_distillation_keeps_ranks_identical_with_an_empty_rank(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            os.path.join(ROOT, "tests", "ddp_worker.py"), str(tmp_path), "anydepth"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
