@@ -7,6 +7,7 @@ from torch import nn
 
 from .anydepth.convert import convert_to_anydepth
 from .anydepth.distill import DistillationCriterion, FullAndMin
+from .anydepth.resnet_adn import ResNetADN, load_adn_pretrained
 from .data.coco_ids import COCO_LABEL_TO_CATEGORY
 from .modules.adafpn import AdaFPNAlignment
 from .modules.cfsam import cfsam_on_maps
@@ -36,8 +37,13 @@ def num_classes(cfg: dict) -> int:
     return n
 
 
-def build_backbone(cfg: dict) -> PResNet:
+def build_backbone(cfg: dict) -> nn.Module:
+    """PResNet (official), or the any-depth authors' ResNet-ADN (backbone.type resnet_adn), whose ImageNet
+    weights build_model loads after the any-depth conversion (they carry the twins)."""
     b = cfg["backbone"]
+    if b["type"] == "resnet_adn":
+        return ResNetADN(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"],
+                         return_idx=b["return_idx"], freeze_at=b["freeze_at"], freeze_norm=b["freeze_norm"])
     backbone = PResNet(depth=b["depth"], variant=b["variant"], num_stages=b["num_stages"], return_idx=b["return_idx"],
                        freeze_at=b["freeze_at"], freeze_norm=b["freeze_norm"])
     if b["pretrained"]:
@@ -111,7 +117,10 @@ def build_model(cfg: dict) -> nn.Module:
     cross_layer = build_cross_layer(cfg, cfg["decoder"]["feat_channels"])   # the maps the decoder reads
     model = RTDETR(backbone, encoder, build_decoder(cfg), cross_layer)
     if cfg["anydepth"]["enabled"]:
-        model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"])
+        model = convert_to_anydepth(model, cfg["anydepth"]["min_decoder_layers"],
+                                    cfg["anydepth"]["twins_of_frozen_norms"])
+    if cfg["backbone"]["type"] == "resnet_adn" and cfg["backbone"]["pretrained"]:
+        load_adn_pretrained(model.backbone, cfg["backbone"]["pretrained"], cfg["backbone"]["depth"])
     return model
 
 
@@ -124,6 +133,8 @@ def describe_model(cfg: dict) -> str:
         name = "SSD300 (VGG16)"
     else:
         name = f"RT-DETR R{cfg['backbone']['depth']}"
+        if cfg["backbone"]["type"] == "resnet_adn":
+            name += "-ADN"
         if cfg["fine"]["enabled"]:
             name += f" + FINE ({cfg['fine']['attention']})"
         elif cfg["encoder"]["alignment"]:
@@ -165,5 +176,6 @@ def build_training(cfg: dict, model: nn.Module, criterion: nn.Module) -> tuple:
     """(module, criterion) that train.py optimises: any-depth configs with anydepth.distill train the
     full and the smallest network by self-distillation (rtdetr_fine/anydepth/distill.py); others the model itself."""
     if cfg["detector"] == "rtdetr" and cfg["anydepth"]["enabled"] and cfg["anydepth"]["distill"]:
-        return FullAndMin(model), DistillationCriterion(criterion, cfg["anydepth"]["distill_weight_dict"])
+        return FullAndMin(model), DistillationCriterion(criterion, cfg["anydepth"]["distill_weight_dict"],
+                                                        cfg["anydepth"]["distill_reduction"])
     return model, criterion

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file as load_safetensors
 
+from .anydepth.convert import block0_twins_missing
 from .anydepth.norms import init_skip_norms_from_main
 from .data.classes import AUTO, ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from .data.coco import read_coco_json
@@ -249,12 +250,27 @@ def _backbone_name(keys) -> str:
         if m:
             blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
             bottleneck |= ".branch2c." in k
+    if not blocks:
+        return _torchvision_resnet_name(keys)
     counts = [len(blocks[i]) for i in sorted(blocks)]
     kind = "bottleneck" if bottleneck else "basic"
     for depth, (arch_kind, arch_counts) in ARCH.items():
         if kind == arch_kind and counts == arch_counts[:len(counts)] and counts:
             return f"R{depth}"
     return f"ResNet with {kind} blocks {counts}" if counts else "without a ResNet backbone"
+
+
+def _torchvision_resnet_name(keys) -> str:
+    """'R50-ADN' / 'R101-ADN' from torchvision-style names (backbone.layer1.0.conv3: the any-depth authors'
+    ResNet-ADN, rtdetr_fine/anydepth/resnet_adn.py)."""
+    blocks = {}
+    for k in keys:
+        m = re.match(r"backbone\.layer(\d)\.(\d+)\.conv3\.", k)
+        if m:
+            blocks.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
+    counts = [len(blocks[i]) for i in sorted(blocks)]
+    depths = [d for d, (kind, arch) in ARCH.items() if kind == "bottleneck" and counts == arch]
+    return f"R{depths[0]}-ADN" if depths else "without a ResNet backbone"
 
 
 class CheckpointMismatchError(ValueError):
@@ -318,10 +334,16 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
         model.load_state_dict(state, strict=False)
         init_skip_norms_from_main(model, state, log)   # any-depth twins the checkpoint lacks: copies, not init
         return which
+    older_anydepth = block0_twins_missing(state, missing)
+    missing = [k for k in missing if k not in older_anydepth]
     if mismatched or unexpected or missing:
         raise _mismatch(path, which, state, own, mismatched, unexpected, missing, finetune=False)
     # num_batches_tracked may be absent in some exports, or present where the model's norms are frozen
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    if older_anydepth:
+        log(f"{path}: an any-depth checkpoint from before the neck's RepVGG block 0 had twins (issue 22); "
+            "it used block 0's main norms at every depth, so their twins start as copies of them")
+        init_skip_norms_from_main(model, state, log)
     return which
 
 

@@ -32,6 +32,7 @@ DEFAULTS = {
     "output_dir": "output/run",
     "seed": 0,
     "backbone": {
+        "type": "presnet",            # presnet (official ResNet-vd) | resnet_adn (the any-depth authors' ResNet-D)
         "depth": 50, "variant": "d", "num_stages": 4, "return_idx": [1, 2, 3],
         "freeze_at": 0, "freeze_norm": True,
         "pretrained": None,           # null | true (official URL) | local path | URL (SSD300: VGG16 weights)
@@ -69,6 +70,9 @@ DEFAULTS = {
             "loss_kd_class": 1.0, "loss_kd_bbox": 5.0, "loss_kd_giou": 2.0,
             "loss_kd_feat_backbone": 1.0, "loss_kd_feat_encoder": 1.0,
         },
+        "distill_reduction": "plain",   # plain: class KL per pair | authors: (queries / classes) x KL (docs/anydepth.md)
+        "independent_scales": False,    # true: full and min each see their own multi-scale size (the authors')
+        "twins_of_frozen_norms": "trainable",   # twin of a FrozenBatchNorm2d: trainable BatchNorm2d | frozen (authors')
     },
     "decoder": {
         "hidden_dim": 256, "num_queries": 300, "feat_channels": [256, 256, 256],
@@ -134,7 +138,7 @@ INT_OR_PAIR = {"train_dataloader.image_size", "val_dataloader.image_size"}
 # Keys only one detector family reads (build.py): set on the other family they would be silently ignored.
 # SSD300 reads backbone.pretrained only; RT-DETR never reads `ssd`.
 FAMILY_KEYS = {
-    "rtdetr": ("backbone.depth", "backbone.variant", "backbone.num_stages", "backbone.return_idx",
+    "rtdetr": ("backbone.type", "backbone.depth", "backbone.variant", "backbone.num_stages", "backbone.return_idx",
                "backbone.freeze_at", "backbone.freeze_norm", "encoder.", "fine.", "decoder.", "criterion.",
                "postprocessor.", "anydepth."),
     "ssd300": ("ssd.",),
@@ -641,6 +645,7 @@ RULES = {
     "epochs": _int(1, MAX_EPOCHS),
     "output_dir": _text,
     "seed": _int(0, MAX_SEED),
+    "backbone.type": _one_of("presnet", "resnet_adn"),
     "backbone.depth": _one_of(18, 34, 50, 101),
     "backbone.variant": _one_of("a", "b", "c", "d"),
     "backbone.num_stages": _one_of(1, 2, 3, 4),
@@ -755,6 +760,9 @@ RULES = {
     "anydepth.distill": _boolean,
     **{f"anydepth.distill_weight_dict.{term}": _NON_NEGATIVE for term in (
         "loss_kd_class", "loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder")},
+    "anydepth.distill_reduction": _one_of("plain", "authors"),
+    "anydepth.independent_scales": _boolean,
+    "anydepth.twins_of_frozen_norms": _one_of("trainable", "frozen"),
 }
 
 
@@ -841,6 +849,7 @@ def _validate_combinations(cfg, where):
     _validate_family_keys(cfg, fail)
     if cfg["detector"] != "rtdetr":
         return
+    _validate_anydepth_combinations(cfg, fail)
     if len(enc["feat_strides"]) != len(enc["in_channels"]):
         fail(("encoder.feat_strides", "encoder.in_channels"), f"encoder.feat_strides {enc['feat_strides']} needs "
              f"one stride per entry of encoder.in_channels {enc['in_channels']}")
@@ -900,6 +909,24 @@ def _resolve_alignment(cfg, fail):
         fail(("encoder.alignment", "anydepth.enabled"), f"encoder.alignment: {alignment} replaces layers of the "
              "official encoder that the any-depth conversion converts (input_proj, fpn_blocks); any-depth takes "
              "the official encoder or FINE")
+
+
+def _validate_anydepth_combinations(cfg, fail):
+    """The authors' backbone (backbone.type resnet_adn) and the keys of any-depth training."""
+    b, a = cfg["backbone"], cfg["anydepth"]
+    if b["type"] == "resnet_adn" and b["depth"] not in (50, 101):
+        fail(("backbone.depth", "backbone.type"), f"backbone.type: resnet_adn has depths 50 and 101 (the authors' "
+             f"ResNet_ADN), got backbone.depth: {b['depth']}")
+    if b["type"] == "resnet_adn" and b["variant"] not in ("a", "d"):
+        fail(("backbone.variant", "backbone.type"), f"backbone.type: resnet_adn has variants a and d (its shortcut), "
+             f"got backbone.variant: {b['variant']}")
+    if a["independent_scales"] and not (a["enabled"] and a["distill"]):
+        fail(("anydepth.independent_scales", "anydepth.enabled", "anydepth.distill"), "anydepth.independent_scales "
+             "draws a size for each of the two passes of any-depth self-distillation: it needs anydepth.enabled "
+             "and anydepth.distill true")
+    if a["independent_scales"] and not cfg["train_dataloader"]["multi_scale"]:
+        fail(("anydepth.independent_scales", "train_dataloader.multi_scale"), "anydepth.independent_scales draws "
+             "the sizes from train_dataloader.multi_scale, which is empty")
 
 
 def _validate_optimizer_groups(groups, where):

@@ -30,6 +30,7 @@ from .checkpoint import inference_class_set
 from .data.classes import apply_class_set
 from .cli import check_output_file
 from .config import load_config
+from .modules.fine import FINE, upsample_bilinear
 
 INPUT_NAMES = ["images", "orig_target_sizes"]
 OUTPUT_NAMES = ["labels", "boxes", "scores"]
@@ -90,6 +91,28 @@ def check_input_size(height: int, width: int, divisor: int = 32) -> None:
         raise ValueError(f"the input size must be {what}, got {height}x{width}")
 
 
+def blocked_layout_upsample(a: torch.Tensor, size) -> torch.Tensor:
+    """FINE's Up(.) (Eq. 7: bilinear, align_corners=False) as export traces it: the same values, in the
+    form onnxruntime runs in its blocked channel layout (NCHWc, the layout of its convolutions).
+
+    Traced as it is, Up(.) reads A_l from a Reshape, so onnxruntime leaves the Resize in plain NCHW
+    layout and reorders full-resolution maps around each FINE module: P_l out of NCHWc for the product
+    P_l * A_l, the upsampled F_{l+1} out for the concat before the fusion block, and that concat back in
+    for the block's convolutions (at P3: 80 x 80 maps of 256 and 512 channels, per image). Here an
+    identity 1x1 average pooling, which onnxruntime runs in NCHWc, first moves the small A_l (20 x 20 at
+    640) into that layout; the Resize (a constant integer scale factor), the product and the concat then
+    stay in NCHWc. With a dynamic batch onnxruntime cannot tell A_l's channel count and keeps the plain
+    layout, as before (the pooling is then a copy of a small map). Sizes that are not integer multiples
+    of A_l's keep the plain form.
+    """
+    (h, w), (height, width) = a.shape[-2:], size
+    if int(height) % int(h) or int(width) % int(w):
+        return upsample_bilinear(a, size)
+    a = F.avg_pool2d(a, kernel_size=1)                  # the identity that moves A_l into NCHWc
+    return F.interpolate(a, scale_factor=(int(height) // int(h), int(width) // int(w)), mode="bilinear",
+                         align_corners=False)
+
+
 @contextlib.contextmanager
 def fixed_size_forms(model: nn.Module):
     """Trace-time forms for one fixed input size (a multiple of 32); the outputs do not change.
@@ -100,17 +123,24 @@ def fixed_size_forms(model: nn.Module):
     its blocked convolution layout (measured gain: docs/benchmark.md, "The deploy-time forms").
     torch's fused fast path of nn.TransformerEncoderLayer / nn.MultiheadAttention (CFSAM) is
     switched off while tracing: its kernels have no ONNX form; the regular path computes the same.
+    FINE's bilinear upsampling of A_l is traced as blocked_layout_upsample (same values, a form
+    onnxruntime runs without reordering full-resolution maps).
     """
     ceil_pools = [m for name, m in model.named_modules()
                   if ".backbone." in f".{name}." and isinstance(m, nn.AvgPool2d) and m.ceil_mode]
     for m in ceil_pools:
         m.ceil_mode = False
+    fine_modules = [m for m in model.modules() if isinstance(m, FINE)]
+    for m in fine_modules:
+        m.upsample = blocked_layout_upsample           # an instance attribute over the method, removed below
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         yield model
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+        for m in fine_modules:
+            del m.upsample
         for m in ceil_pools:
             m.ceil_mode = True
 

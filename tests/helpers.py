@@ -2,12 +2,21 @@
 import json
 import os
 import runpy
+import socket
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 # the shared conformance fixtures (README there), beside the repository as in CI: ../shared/conformance
 CONFORMANCE = os.path.join(os.path.dirname(ROOT), "shared", "conformance")
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's rendezvous: a fixed port fails when two test
+    runs (two checkouts, or CI next to a developer's run) start 2-process jobs at the same time."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def config_path(name):

@@ -96,6 +96,57 @@ def test_backbone_shortcut_pools_export_without_ceil_mode_and_are_restored(expor
     assert ceil == [True, True, True]
 
 
+def test_fine_upsampling_is_traced_so_onnxruntime_keeps_it_in_the_blocked_layout(tmp_path):
+    """FINE's Up(.) exports as an identity 1x1 AveragePool before the Resize (deploy.blocked_layout_upsample):
+    in onnxruntime's optimised graph of a fixed-batch export every upsampling is then an NCHWc Upsample, and
+    no full-resolution map is reordered for FINE (no reorder feeds a product or leaves a concat), the
+    reorders the plain form needs. The module keeps its own upsample afterwards; the same values."""
+    ort = pytest.importorskip("onnxruntime")
+    from rtdetr_fine.modules.fine import FINE, upsample_bilinear
+
+    a = torch.randn(2, 8, 5, 7)
+    assert torch.equal(deploy.blocked_layout_upsample(a, (20, 14)), upsample_bilinear(a, (20, 14)))
+    torch.manual_seed(0)
+    model = deploy.build_deploy_model(CONFIGS["linear_bottleneck"], log=lambda *a: None)
+    forms = {}
+    for form, path in (("blocked", tmp_path / "blocked.onnx"), ("plain", tmp_path / "plain.onnx")):
+        if form == "plain":   # the export as it was: FINE's upsample traced as it is
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(deploy, "blocked_layout_upsample", upsample_bilinear)
+                deploy.export(model, str(path), SIZE, SIZE)
+        else:
+            deploy.export(model, str(path), SIZE, SIZE)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3     # (its note that an NCHWc graph suits this CPU only)
+        options.optimized_model_filepath = str(tmp_path / f"{form}_optimised.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        forms[form] = onnx.load(options.optimized_model_filepath).graph
+    assert all("upsample" not in vars(m) for m in model.modules() if isinstance(m, FINE))
+
+    def layout_report(graph):
+        producers = {out: node for node in graph.node for out in node.output}
+        consumers = {}
+        for node in graph.node:
+            for name in node.input:
+                consumers.setdefault(name, []).append(node.op_type)
+        resizes = sum(node.op_type == "Resize" for node in graph.node)
+        full_resolution_reorders = sum(
+            (node.op_type == "ReorderInput" and producers[node.input[0]].op_type == "Concat")
+            or (node.op_type == "ReorderOutput" and bool({"Mul", "Concat"} & set(consumers.get(node.output[0], []))))
+            for node in graph.node)
+        return resizes, full_resolution_reorders
+
+    assert layout_report(forms["blocked"]) == (0, 0)
+    plain_resizes, plain_reorders = layout_report(forms["plain"])
+    assert plain_resizes == 2 and plain_reorders >= 4       # what the form removes
+    fine_pools = [n for n in onnx.load(str(tmp_path / "blocked.onnx")).graph.node
+                  if n.op_type == "AveragePool" and "/fine." in n.name
+                  and [onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "kernel_shape"] == [[1, 1]]]
+    assert len(fine_pools) == 2
+    expected, got = pytorch_vs_onnxruntime(model, str(tmp_path / "blocked.onnx"), 1)
+    assert deploy.twin_fraction([a[:, :100] for a in expected], [a[:, :100] for a in got]) >= 0.95
+
+
 def test_twin_fraction_ignores_order_but_not_tolerance():
     labels = torch.tensor([[1, 2, 3]]).numpy()
     boxes = torch.tensor([[[0, 0, 10, 10], [5, 5, 20, 20], [1, 1, 2, 2]]], dtype=torch.float32).numpy()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, config_path, read_log, run_script, tiny_demo_args
+from helpers import ROOT, config_path, free_port, read_log, run_script, tiny_demo_args
 
 from rtdetr_fine.data import make_hygiene_dataset, make_shapes_dataset
 
@@ -33,7 +33,7 @@ def tiny_demo(tmp_path, out, *extra):
 
 def test_two_process_ddp_keeps_ranks_identical_with_an_empty_rank(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            os.path.join(ROOT, "tests", "ddp_worker.py"), str(tmp_path)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -14,10 +14,15 @@ and benchmark.png to --out-dir.
     python tools/benchmark.py --ablation --input-size 320 --runs 3 --out-dir /tmp/bench
     python tools/benchmark.py -c configs/rtdetr_r18.yml --onnx official=official_r18.onnx --runs 100
     python tools/benchmark.py --anydepth -c configs/rtdetr_r50_anydepth.yml --runs 100   # one row per depth
+    python tools/benchmark.py --data --runs 10               # training input pipeline: ours vs the official
 
 --anydepth times one any-depth config at the depths of anydepth.benchmark_depths (full, each
 backbone stage skipped alone, the neck skipped alone, all skips, min), all copies of one built
 model, each exported with only the layers it runs; the plot is latency vs GFLOPs, a point per depth.
+
+--data times the training input pipeline, one process and one thread (a DataLoader worker's share):
+images/s of build_train_loader (R18 config) and of a torchvision v2 rebuild of the official pipeline
+on the same generated JPEGs, and the ratio; see tools/benchmarking/data.py.
 
 --compare times, in one run, RT-DETR R18, + FINE (each attention mode), + FaPN, AdaFPN, MGC (the
 FINE paper's Table 2), + CFSAM at 640 and SSD300, SSD300 + CFSAM at 300 (the VOC configs, as the
@@ -59,12 +64,12 @@ if ROOT not in sys.path:
 
 # This file is the command line. tools/benchmarking/ (next to it) holds the machinery the jobs share
 # and one module per job; its __init__.py says which file does what.
-from benchmarking import anydepth, configs, runner  # noqa: E402
+from benchmarking import anydepth, configs, data, runner  # noqa: E402
 from rtdetr_fine import cli  # noqa: E402
 
 
 def parse_args(argv=None):
-    """The command line: what to time (-c, --ablation, --compare; --anydepth), how, and where to write."""
+    """The command line: what to time (-c, --ablation, --compare, --data; --anydepth), how, and where to write."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     what = p.add_mutually_exclusive_group(required=True)
@@ -74,6 +79,11 @@ def parse_args(argv=None):
                       help="R18, + FINE (each mode), + FaPN/AdaFPN/MGC, + CFSAM at 640; SSD300, SSD300 + CFSAM at "
                            "300; ratios to each "
                            "family's baseline, next to the papers' figures (FINE Table 3, CFSAM Table 4)")
+    what.add_argument("--data", action="store_true",
+                      help="the training input pipeline: images/s of build_train_loader and of the official "
+                           "pipeline (torchvision v2 on PIL) on generated JPEGs, one thread; a run = a pass over them")
+    p.add_argument("--data-images", type=int, default=96, metavar="N",
+                   help="--data: generated 640x480 JPEGs per pass (default 96)")
     p.add_argument("--anydepth", action="store_true",
                    help="with -c CONFIG (one any-depth config): a row per depth (full, each backbone stage skipped "
                         "alone, neck skipped alone, all skips, min); plot: latency vs GFLOPs")
@@ -95,8 +105,10 @@ def parse_args(argv=None):
 
 
 def job_for(args):
-    """The job module the flags ask for: --anydepth the depth sweep, else the configs job (-c,
-    --ablation, --compare). A job is a module with run(args, log) -> report."""
+    """The job module the flags ask for: --anydepth the depth sweep, --data the input pipeline, else the
+    configs job (-c, --ablation, --compare). A job is a module with run(args, log) -> report."""
+    if args.data:
+        return data
     return anydepth if args.anydepth else configs
 
 

@@ -10,26 +10,29 @@ converts norms, so backbone.py / hybrid_encoder.py stay the official model:
 * backbone, per ResNet stage of n blocks (a skip unit each, "backbone.0" .. "backbone.3"):
   the first `essential_blocks(n)` blocks always run, the rest can be skipped (R50 [3, 4, 6, 3]
   -> skippable [1, 2, 3, 1], R18 -> one per stage); the main-branch norms of the essential
-  blocks (branch2a/2b/2c) are switchable, the shortcut's norm and the stem are not;
+  blocks are switchable (PResNet: branch2a/2b/2c; the authors' ResNet-ADN, resnet_adn.py:
+  bn1/bn2/bn3), the shortcut's norm and the stem are not;
 * neck ("neck", one unit): in each CSPRep layer RepVGG block 0 always runs and the others can be
   skipped; the norms of every always-run conv-norm layer are switchable: input projections,
   lateral and downsample convs, CSP conv1 / conv2 and conv3 when present (R18, expansion 0.5:
-  it consumes the sum that skipping changes). AIFI always runs, with switchable norm1 / norm2.
-  The RepVGG block 0 norms are not switched (the authors' list has no such norms; it also keeps
-  RepVGG fusion one fold per block). FINE, when enabled, always runs with its own norms;
+  it consumes the sum that skipping changes), and RepVGG block 0's conv1 / conv2, as in the
+  authors' HybridEncoderADN. Block 0 fuses per depth at deploy (deploy.py). AIFI always runs, with
+  switchable norm1 / norm2. FINE, when enabled, always runs with its own norms;
 * decoder: the number of decoder layers run in eval mode; the output is the last run layer's
   (the decoder's own `eval_idx`). Training always runs every layer (auxiliary losses).
 
 A switchable norm *is* its main norm (same class family, same state-dict entries, so official
-checkpoints load unchanged) with a child `skip` twin: `<name>.norm.skip.weight` etc. The twin
-is a trainable nn.BatchNorm2d also where the main norm is a FrozenBatchNorm2d (R50 with
-freeze_norm), since the skipped configuration must adapt; a LayerNorm's twin is a LayerNorm.
+checkpoints load unchanged) with a child `skip` twin: `<name>.norm.skip.weight` etc. Where the main
+norm is a FrozenBatchNorm2d (R50 with freeze_norm), the twin is a trainable nn.BatchNorm2d in this
+project's variant (the skipped configuration adapts) or a FrozenBatchNorm2d as in the authors' model
+(anydepth.twins_of_frozen_norms: frozen); a LayerNorm's twin is a LayerNorm.
 Under DDP with sync_bn, `norms.convert_sync_batchnorm` replaces torch's conversion.
 
 The depth is a setting of the built model (module flags, not weights): `set_depth(model, spec)` (depth.py)
 with spec "full", "min" (all skips, `anydepth.min_decoder_layers` decoder layers) or explicit
 "backbone=1,0,1,1 neck=1 decoder=4" (1 = skip that unit's skippable path; omitted keys: full).
 """
+import re
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -39,7 +42,10 @@ from torch import nn
 from ..distributed import unwrap
 from ..nn.layers import ConvNormLayer
 from ..rtdetr.decoder import TransformerDecoder
-from .norms import SwitchableNorm, make_switchable
+from .deploy import switchable_repvgg
+from .norms import Switchable, make_switchable
+from .resnet_adn import Bottleneck as AdnBottleneck
+from .resnet_adn import ResNetADN
 
 NECK_ESSENTIAL_BLOCKS = 1   # RepVGG block 0 of every CSPRep layer
 
@@ -120,14 +126,16 @@ class Depth:
         return units | ({"neck"} if self.neck else set())
 
 
-def convert_to_anydepth(model: nn.Module, min_decoder_layers: Optional[int] = None) -> nn.Module:
+def convert_to_anydepth(model: nn.Module, min_decoder_layers: Optional[int] = None,
+                        twins_of_frozen_norms: str = "trainable") -> nn.Module:
     """RT-DETR -> its any-depth form, in place (returns `model`); the weights of `model` are kept.
 
     min_decoder_layers: decoder layers of the `min` depth (None: as many as `full` runs).
+    twins_of_frozen_norms: "trainable" (BatchNorm2d twins) | "frozen" (FrozenBatchNorm2d twins, the authors').
     """
     if hasattr(model, "anydepth"):
         raise ValueError("the model is already any-depth")
-    stage_blocks, stage_essential = _convert_backbone(model.backbone)
+    stage_blocks, stage_essential = _convert_backbone(model.backbone, twins_of_frozen_norms)
     neck_blocks = _convert_neck(model.encoder)
     decoder = transformer_decoder(model)
     full_layers = decoder.eval_idx + 1
@@ -140,21 +148,37 @@ def convert_to_anydepth(model: nn.Module, min_decoder_layers: Optional[int] = No
     return model
 
 
-def _convert_backbone(backbone: nn.Module) -> tuple:
-    """Each stage -> SkippableStage; the main-branch norms of its essential blocks -> switchable."""
+def _convert_backbone(backbone: nn.Module, twins_of_frozen_norms: str) -> tuple:
+    """Each stage -> skippable; the main-branch norms of its essential blocks -> switchable."""
     stage_blocks, stage_essential = [], []
-    for i, stage in enumerate(backbone.res_layers):
+    for i, (blocks, install) in enumerate(_stages(backbone)):
         unit = f"backbone.{i}"
-        blocks = list(stage.blocks)
         num_essential = essential_blocks(len(blocks))
         for block in blocks[:num_essential]:
-            for name, branch in block.named_children():
-                if name != "short" and isinstance(branch, ConvNormLayer):   # the shortcut's norm is shared
-                    branch.norm = make_switchable(branch.norm, unit)
-        backbone.res_layers[i] = SkippableStage(SkippableSequential(blocks, num_essential, unit))
+            for owner, name in _main_branch_norms(block):
+                setattr(owner, name, make_switchable(getattr(owner, name), unit, twins_of_frozen_norms))
+        install(SkippableSequential(blocks, num_essential, unit))
         stage_blocks.append(len(blocks))
         stage_essential.append(num_essential)
     return stage_blocks, stage_essential
+
+
+def _stages(backbone: nn.Module) -> list:
+    """Per ResNet stage: (its blocks, install(container) putting the skippable container in the stage's
+    place under the same state-dict names: PResNet `res_layers.i.blocks.j`, ResNet-ADN `layer{i+1}.j`)."""
+    if isinstance(backbone, ResNetADN):
+        return [(list(getattr(backbone, name)), lambda blocks, name=name: setattr(backbone, name, blocks))
+                for name in backbone.stage_names]
+    return [(list(stage.blocks), lambda blocks, i=i: backbone.res_layers.__setitem__(i, SkippableStage(blocks)))
+            for i, stage in enumerate(backbone.res_layers)]
+
+
+def _main_branch_norms(block: nn.Module) -> list:
+    """(module, attribute) of each norm on a residual block's main branch (the shortcut's norm is shared)."""
+    if isinstance(block, AdnBottleneck):
+        return [(block, name) for name in AdnBottleneck.MAIN_NORMS]
+    return [(branch, "norm") for name, branch in block.named_children()
+            if name != "short" and isinstance(branch, ConvNormLayer)]
 
 
 def _convert_neck(encoder: nn.Module) -> list:
@@ -169,12 +193,27 @@ def _convert_neck(encoder: nn.Module) -> list:
         conv.norm = make_switchable(conv.norm, "neck")
     neck_blocks = []
     for csp in [*encoder.fpn_blocks, *encoder.pan_blocks]:
-        for conv in (csp.conv1, csp.conv2, csp.conv3):
+        essential = csp.bottlenecks[0]                # RepVGG block 0, always run
+        for conv in (csp.conv1, csp.conv2, csp.conv3, essential.conv1, essential.conv2):
             if isinstance(conv, ConvNormLayer):       # conv3 is Identity when hidden == out channels
                 conv.norm = make_switchable(conv.norm, "neck")
+        csp.bottlenecks[0] = switchable_repvgg(essential)   # its deploy form: one fused conv per norm set
         neck_blocks.append(len(csp.bottlenecks))
         csp.bottlenecks = SkippableSequential(list(csp.bottlenecks), NECK_ESSENTIAL_BLOCKS, "neck")
     return neck_blocks
+
+
+# The twins of RepVGG block 0's norms, which our any-depth checkpoints saved before them (issue 22) lack.
+BLOCK0_TWIN = re.compile(r"^encoder\.(fpn|pan)_blocks\.\d+\.bottlenecks\.0\.conv[12]\.norm\.skip\.")
+
+
+def block0_twins_missing(state: dict, missing: Iterable[str]) -> list:
+    """The `missing` names that are block-0 twins, when `state` is one of our older any-depth checkpoints
+    (it has the other twins); else []. Such a checkpoint used block 0's main norms at every depth, so
+    twins copied from them (norms.init_skip_norms_from_main) compute what it computed."""
+    if not any(".skip." in k for k in state):
+        return []
+    return [k for k in missing if BLOCK0_TWIN.match(k)]
 
 
 def transformer_decoder(model: nn.Module) -> TransformerDecoder:
@@ -194,14 +233,14 @@ def layout_of(model: nn.Module) -> AnyDepthLayout:
 
 def count_depth_params(model: nn.Module) -> int:
     """Parameters of what the model runs at its current depth in eval mode: all but the skipped
-    blocks, the unused half of each switchable norm, and the decoder layers (and their heads)
+    blocks, the unused half of each switchable norm (or fused conv), and the decoder layers (and their heads)
     after the last one run. At `full` this equals the baseline's parameter count."""
     model = unwrap(model)
     unused = set()
     for module in model.modules():
         if isinstance(module, SkippableSequential) and module.skipping:
             unused |= {id(p) for block in module.skippable() for p in block.parameters()}
-        if isinstance(module, SwitchableNorm):
+        if isinstance(module, Switchable):
             idle = module.parameters(recurse=False) if module.skipping else module.skip.parameters()
             unused |= {id(p) for p in idle}
     decoder_layers = transformer_decoder(model).eval_idx + 1

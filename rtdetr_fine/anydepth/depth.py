@@ -8,7 +8,7 @@ from torch import nn
 from ..distributed import unwrap
 from .convert import (AnyDepthLayout, Depth, DepthSpecError, SkippableSequential, transformer_decoder,
                       is_anydepth, layout_of)
-from .norms import SwitchableNorm
+from .norms import Switchable
 
 SPEC_KEYS = ("backbone", "neck", "decoder")
 
@@ -100,7 +100,7 @@ def set_depth(model: nn.Module, spec: Union[str, Depth]) -> Depth:
         raise DepthSpecError(f"depth {depth} does not fit this model ({layout})")
     skipped = depth.skipped_units()
     for module in model.modules():
-        if isinstance(module, (SwitchableNorm, SkippableSequential)):
+        if isinstance(module, (Switchable, SkippableSequential)):
             module.skipping = module.unit in skipped
     transformer_decoder(model).eval_idx = depth.decoder - 1
     return depth

@@ -12,9 +12,11 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from ..distributed import unwrap
 
+TWINS_OF_FROZEN_NORMS = ("trainable", "frozen")   # config anydepth.twins_of_frozen_norms
 
-class SwitchableNorm:
-    """Mixin for a norm with a `skip` twin: the twin normalises while the norm's unit skips.
+
+class Switchable:
+    """Mixin for a module with a `skip` twin that runs in its place while the module's unit skips.
 
     `unit` names the skip unit ("backbone.2", "neck"); `skipping` is set by `set_depth`.
     """
@@ -28,6 +30,10 @@ class SwitchableNorm:
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, unit={self.unit}"
+
+
+class SwitchableNorm(Switchable):
+    """A switchable norm (the twin normalises while the norm's unit skips)."""
 
 
 class SwitchableBatchNorm2d(SwitchableNorm, nn.BatchNorm2d):
@@ -50,14 +56,22 @@ class SwitchableSyncBatchNorm(SwitchableNorm, nn.SyncBatchNorm):
     """SwitchableBatchNorm2d after `convert_sync_batchnorm` (main and twin synchronised)."""
 
 
-def make_switchable(norm: nn.Module, unit: str) -> SwitchableNorm:
-    """A switchable copy of `norm` (same values and state-dict entries) whose `skip` twin starts equal to it."""
+def make_switchable(norm: nn.Module, unit: str, frozen_twins: str = "trainable") -> SwitchableNorm:
+    """A switchable copy of `norm` (same values and state-dict entries) whose `skip` twin starts equal to it.
+
+    frozen_twins: the twin of a FrozenBatchNorm2d is a trainable BatchNorm2d ("trainable", this
+    project's variant: the skipped configuration adapts) or a FrozenBatchNorm2d ("frozen", the
+    any-depth authors' ResNet_ADN, whose twins come frozen from its any-depth ImageNet model)."""
+    if frozen_twins not in TWINS_OF_FROZEN_NORMS:
+        raise ValueError(f"anydepth.twins_of_frozen_norms must be one of {TWINS_OF_FROZEN_NORMS}, got {frozen_twins!r}")
     if type(norm) is nn.BatchNorm2d:
         args = (norm.num_features, norm.eps, norm.momentum, norm.affine, norm.track_running_stats)
         new, twin = SwitchableBatchNorm2d(*args), nn.BatchNorm2d(*args)
     elif type(norm) is FrozenBatchNorm2d:
         num_features = norm.weight.shape[0]
-        new, twin = SwitchableFrozenBatchNorm2d(num_features, norm.eps), nn.BatchNorm2d(num_features, norm.eps)
+        twin = FrozenBatchNorm2d(num_features, norm.eps) if frozen_twins == "frozen" \
+            else nn.BatchNorm2d(num_features, norm.eps)
+        new = SwitchableFrozenBatchNorm2d(num_features, norm.eps)
     elif type(norm) is nn.LayerNorm:
         args = (norm.normalized_shape, norm.eps, norm.elementwise_affine)
         new, twin = SwitchableLayerNorm(*args), nn.LayerNorm(*args)

@@ -65,9 +65,9 @@ def load_rgb_image(path, image_id=None, expected_size=None, exif_transpose=True)
         raise FileNotFoundError(f"image file not found: {where}")
     try:
         with Image.open(path) as raw:
-            raw.load()
-            shown = ImageOps.exif_transpose(raw) if exif_transpose else raw.copy()
-            stored = raw.copy() if shown.size != raw.size else None
+            raw.load()       # decoded: the pixels stay when the file closes, no copy needed
+        shown = ImageOps.exif_transpose(raw) if exif_transpose else raw
+        stored = raw if shown.size != raw.size else None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise OSError(f"cannot decode image {where}: {e}") from e
 

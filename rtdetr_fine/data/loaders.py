@@ -8,6 +8,7 @@ from .. import distributed as du
 from ..config import ConfigError
 from .coco import CocoDetection
 from .collate import MultiScaleCollate, collate
+from .fused_transforms import FusedTrainTransform
 from .synthetic import make_shapes_dataset
 from .transforms import StopEpochTransforms, build_val_transforms
 
@@ -28,7 +29,8 @@ Without COCO, run the embedded CPU demo (a generated shapes set) instead:
 
 def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_category=False,
                   num_classes=None, stop_epoch=None, classes=None, exif_transpose=False):
-    """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`) or val transforms.
+    """CocoDetection with the RT-DETR train (strong augs until `stop_epoch`, in their fused form:
+    fused_transforms.py) or val transforms.
 
     image_size: int or (h, w). classes: the ClassSet to label with (e.g. the training set's);
     without it the class set comes from the file's categories under num_classes (int, checked
@@ -37,7 +39,8 @@ def build_dataset(img_folder, ann_file, train, image_size=640, remap_mscoco_cate
     pixels, as torchvision's CocoDetection reads them).
     Call dataset.set_epoch(epoch) each epoch for the stop_epoch policy.
     """
-    transforms = StopEpochTransforms(image_size, stop_epoch) if train else build_val_transforms(image_size)
+    transforms = StopEpochTransforms(image_size, stop_epoch, strong=FusedTrainTransform(image_size)) if train \
+        else build_val_transforms(image_size)
     return CocoDetection(img_folder, ann_file, transforms, remap_mscoco_category=remap_mscoco_category,
                          num_classes=num_classes, classes=classes, exif_transpose=exif_transpose)
 
@@ -122,7 +125,9 @@ def build_train_loader(cfg, seed, classes=None):
                             num_classes=cfg["num_classes"], stop_epoch=stop_epoch, classes=classes,
                             exif_transpose=t["dataset"]["exif_transpose"])
     sampler = DistributedSampler(dataset, num_replicas=du.world_size(), rank=du.rank(), shuffle=True, seed=seed)
-    collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank()) \
+    # any-depth self-distillation with independent scales: a size per pass, resized in FullAndMin
+    passes = 2 if cfg["anydepth"]["independent_scales"] else 1
+    collate_fn = MultiScaleCollate(t["multi_scale"], stop_epoch=stop_epoch, seed=seed + du.rank(), passes=passes) \
         if t["multi_scale"] else collate
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers(t["num_workers"]),
                         collate_fn=collate_fn, drop_last=True, pin_memory=torch.cuda.is_available(),

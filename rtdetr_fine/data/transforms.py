@@ -53,20 +53,23 @@ class RandomIoUCropNonEmpty(v2.RandomIoUCrop):
 
 def to_model_target(image, target):
     """Final step: image tensor [3, H, W]; boxes -> plain cxcywh normalised to [0, 1]."""
-    h, w = image.shape[-2:]
-    boxes = target["boxes"]
-    xyxy = F.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY)
-    xyxy = xyxy.as_subclass(torch.Tensor).float()
+    xyxy = F.convert_bounding_box_format(target["boxes"], new_format=tv_tensors.BoundingBoxFormat.XYXY)
+    return image, model_target(xyxy.as_subclass(torch.Tensor), target["labels"], target, image.shape[-2:])
+
+
+def model_target(xyxy, labels, target, size):
+    """The model's target for plain xyxy pixel boxes [N, 4] on an image of `size` (h, w): boxes as
+    cxcywh normalised to [0, 1], labels [N], image_id and orig_size from `target`, size (w, h)."""
+    h, w = size
     scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    xyxy = torch.minimum(xyxy.clamp(min=0), scale)                   # guard float round-off
-    out = {
+    xyxy = torch.minimum(xyxy.float().clamp(min=0), scale)           # guard float round-off
+    return {
         "boxes": box_convert(xyxy, "xyxy", "cxcywh") / scale,        # [N, 4]
-        "labels": target["labels"],
+        "labels": labels,
         "image_id": target["image_id"],
         "orig_size": target["orig_size"],
         "size": torch.tensor([w, h], dtype=torch.int64),
     }
-    return image, out
 
 
 def build_train_transforms(size=640, strong_aug=True):
@@ -109,14 +112,16 @@ def build_val_transforms(size=640):
 class StopEpochTransforms:
     """Strong-augmentation training pipeline until `stop_epoch`, the plain one from then on.
 
-    Call set_epoch(epoch) before iterating each epoch (DataLoader workers get a copy of
-    the dataset when they start, so use non-persistent workers or num_workers=0).
+    strong: the strong pipeline (default: build_train_transforms(size); the loaders pass the fused
+    form of it, fused_transforms.FusedTrainTransform). Call set_epoch(epoch) before iterating each
+    epoch (DataLoader workers get a copy of the dataset when they start, so use non-persistent
+    workers or num_workers=0).
     """
 
-    def __init__(self, size=640, stop_epoch=None):
+    def __init__(self, size=640, stop_epoch=None, strong=None):
         self.stop_epoch = stop_epoch
         self.epoch = 0
-        self.strong = build_train_transforms(size, strong_aug=True)
+        self.strong = strong or build_train_transforms(size, strong_aug=True)
         self.plain = build_train_transforms(size, strong_aug=False)
 
     def set_epoch(self, epoch):

@@ -5,9 +5,9 @@ One file per layout, each a name mapping checked by a fixture of that code base'
 layout fuses or splits tensors, reshapes) it into this repo's names. `load_weights` (checkpoint.py)
 applies the first layout that matches; a state dict in our own names matches none and is left as it is.
 """
-from . import fine_authors, transformers
+from . import anydepth_authors, fine_authors, transformers
 
-LAYOUTS = (fine_authors, transformers)
+LAYOUTS = (fine_authors, anydepth_authors, transformers)
 
 
 def to_our_layout(state: dict) -> tuple:

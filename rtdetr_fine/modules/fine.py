@@ -218,8 +218,13 @@ class FINE(nn.Module):
         """A_l at P_l's resolution [B, C, H, W] (upsampled by Eq. 7 when pooled)."""
         a = self.attention_map(low, high)
         if self.low_pool != 1:
-            a = upsample_bilinear(a, low.shape[-2:])
+            a = self.upsample(a, low.shape[-2:])
         return a
+
+    def upsample(self, a: torch.Tensor, size) -> torch.Tensor:
+        """Up(.) of Eq. 7 (a method: the ONNX export traces it in onnxruntime's faster form of the same
+        values, rtdetr_fine/deploy.py fixed_size_forms)."""
+        return upsample_bilinear(a, size)
 
     def modulate(self, low: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Eq. 8 (P_l * A_l) or the revised FINE's residual form P_l + P_l * A_l."""

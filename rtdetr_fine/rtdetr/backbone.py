@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..nn.layers import ConvNormLayer, get_activation
-from ..nn.pretrained import read_pretrained
+from ..nn import pretrained as pretrained_weights
 
 # depth -> (block type, blocks per stage)
 ARCH = {
@@ -153,14 +153,20 @@ def _replace_batchnorm_with_frozen(module):
             _replace_batchnorm_with_frozen(child)
 
 
-def load_pretrained_backbone(backbone, source, depth):
-    """Load ImageNet weights into `backbone` from a local path, a URL, or True (official URL).
+def read_pretrained(source, url):
+    """backbone.pretrained -> the state dict it holds: a local path, a URL, or True (`url`, the
+    default weights); a {"model": ...} checkpoint gives its "model".
 
     The download (torch.hub cache) happens on the user's machine; here there is no network.
     """
     if source is True:
-        source = PRETRAINED_URLS[depth]
-    state = read_pretrained(source)
+        source = url
+    return pretrained_weights.read_pretrained(source)   # errors name the key and the file
+
+
+def load_pretrained_backbone(backbone, source, depth):
+    """Load ImageNet weights into `backbone` from a local path, a URL, or True (official URL)."""
+    state = read_pretrained(source, PRETRAINED_URLS[depth])
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         raise ValueError(f"backbone.pretrained {source!r} does not fit PResNet{depth}: "

@@ -67,20 +67,25 @@ class RepVggBlock(nn.Module):
         """Fold both BNs into their convs and the 1x1 kernel into the 3x3 centre tap."""
         if hasattr(self, "conv"):
             return
-        k3, b3 = _fuse_conv_bn(self.conv1)
-        k1, b1 = _fuse_conv_bn(self.conv2)
-        self.conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1).to(k3)
-        self.conv.weight.copy_(k3 + F.pad(k1, [1, 1, 1, 1]))
-        self.conv.bias.copy_(b3 + b1)
+        self.conv = self.fused_conv(self.conv1.norm, self.conv2.norm)
         del self.conv1, self.conv2
 
+    @torch.no_grad()
+    def fused_conv(self, norm1, norm2) -> nn.Conv2d:
+        """The 3x3 conv that computes conv1 -> norm1 plus conv2 -> norm2 (norms in eval mode)."""
+        k3, b3 = _fuse_conv_bn(self.conv1.conv, norm1)
+        k1, b1 = _fuse_conv_bn(self.conv2.conv, norm2)
+        conv = nn.Conv2d(self.ch_in, self.ch_out, 3, 1, padding=1).to(k3)
+        conv.weight.copy_(k3 + F.pad(k1, [1, 1, 1, 1]))
+        conv.bias.copy_(b3 + b1)
+        return conv
 
-def _fuse_conv_bn(branch):
-    """ConvNormLayer (bias-free conv + BN) -> equivalent (kernel, bias)."""
-    bn = branch.norm
+
+def _fuse_conv_bn(conv, bn):
+    """Bias-free conv followed by BN -> equivalent (kernel, bias)."""
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std
-    return branch.conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
+    return conv.weight * scale[:, None, None, None], bn.bias - bn.running_mean * scale
 
 
 class CSPRepLayer(nn.Module):

@@ -8,13 +8,17 @@ from helpers import FIXTURES, config_path
 from fill_weights import fill, read_keys
 
 import rtdetr_fine
-from rtdetr_fine.anydepth import (Depth, DepthSpecError, SkippableSequential, SwitchableFrozenBatchNorm2d,
-                                  SwitchableNorm, SwitchableSyncBatchNorm, convert_sync_batchnorm, count_depth_params, depth_spec, depth_tag, describe_depth,
-                                  essential_blocks, get_depth, parse_depth, set_depth, using_depth)
+from rtdetr_fine.anydepth import (Depth, DepthSpecError, SkippableSequential, Switchable, SwitchableConv2d,
+                                  SwitchableFrozenBatchNorm2d, SwitchableNorm, SwitchableRepVggBlock,
+                                  SwitchableSyncBatchNorm, convert_sync_batchnorm, count_depth_params, depth_spec,
+                                  depth_tag, describe_depth, essential_blocks, get_depth, parse_depth, set_depth,
+                                  using_depth)
+from rtdetr_fine.anydepth.convert import BLOCK0_TWIN
 from rtdetr_fine.checkpoint import load_weights
 from rtdetr_fine.config import ConfigError
 from rtdetr_fine.engine.optim import build_optimizer
 from rtdetr_fine.evaluation.flops import count_flops, count_params, flop_counter
+from rtdetr_fine.rtdetr.hybrid_encoder import RepVggBlock
 
 SMALL = ["backbone.pretrained=null", "decoder.num_queries=100", "postprocessor.num_top_queries=100"]
 
@@ -58,10 +62,12 @@ def test_essential_blocks_follow_the_authors_rule():
 
 
 @pytest.mark.parametrize("name,tsv,backbone_twins,neck_twins", [
-    # R18: 4 essential BasicBlocks x 2 norms; neck: 3 input proj + AIFI 2 + 2 lateral + 2 downsample + 4 CSP x 3
-    ("rtdetr_r18", "rtdetr_r18vd_keys.tsv", 8, 21),
-    # R50: (2+2+3+2) essential bottlenecks x 3 norms; neck as R18 but CSP conv3 is Identity (expansion 1.0)
-    ("rtdetr_r50", "rtdetr_r50vd_keys.tsv", 27, 17),
+    # R18: 4 essential BasicBlocks x 2 norms; neck: 3 input proj + AIFI 2 + 2 lateral + 2 downsample
+    # + 4 CSP x (conv1, conv2, conv3, RepVGG block 0's conv1 and conv2)
+    ("rtdetr_r18", "rtdetr_r18vd_keys.tsv", 8, 29),
+    # R50: (2+2+3+2) essential bottlenecks x 3 norms; neck as R18 but CSP conv3 is Identity (expansion 1.0):
+    # 25, the authors' 23 BN twins + 2 LN twins
+    ("rtdetr_r50", "rtdetr_r50vd_keys.tsv", 27, 25),
 ])
 def test_state_dict_is_the_official_one_plus_skip_twins(name, tsv, backbone_twins, neck_twins):
     model = build(f"{name}_anydepth")
@@ -179,7 +185,7 @@ def test_switchable_norms_are_used_exactly_when_their_unit_skips(r18):
     checked = []
 
     def check(module, inputs, output):
-        main = super(SwitchableNorm, module).forward(inputs[0])
+        main = super(Switchable, module).forward(inputs[0])   # the main norm itself
         twin = module.skip.forward(inputs[0])    # .forward: no hook, so _runs sees only the model's own calls
         assert not torch.allclose(main, twin)     # the two really differ (perturbed twins)
         assert torch.equal(output, twin if module.skipping else main)
@@ -381,3 +387,54 @@ def test_sync_batchnorm_conversion_keeps_the_norms_switchable(r18):
         assert torch.equal(synced(x)["pred_boxes"], expected)
         plain = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(r18))
         assert not torch.equal(plain(x)["pred_boxes"], expected)   # what torch's own conversion would give
+
+
+# ---------------------------------------------------------------- RepVGG block 0's twins (issue 22)
+
+def test_repvgg_block_0_has_twins_used_when_the_neck_skips(r18):
+    blocks = [csp.bottlenecks[0] for csp in [*r18.encoder.fpn_blocks, *r18.encoder.pan_blocks]]
+    assert len(blocks) == 4 and all(isinstance(b, SwitchableRepVggBlock) for b in blocks)
+    norms = [n for b in blocks for n in (b.conv1.norm, b.conv2.norm)]
+    assert all(isinstance(n, SwitchableNorm) and n.unit == "neck" for n in norms)
+    assert not any(isinstance(m, SwitchableNorm) for csp in r18.encoder.fpn_blocks for b in list(csp.bottlenecks)[1:]
+                   for m in b.modules())          # the skippable blocks have none
+
+
+@pytest.mark.parametrize("spec", ["full", "neck=1", "min", "backbone=0,1,0,1 neck=1 decoder=1"])
+def test_deploy_fuses_repvgg_block_0_with_the_norms_of_each_depth(r18, spec):
+    """The deploy form (RepVGG fused) computes what the trained form computes at every depth: block 0
+    keeps one fused conv per norm set, and each depth runs the one of the norms it uses."""
+    x = torch.rand(1, 3, 128, 128, dtype=torch.float64)
+    trained = copy.deepcopy(r18).double().eval()
+    deployed = copy.deepcopy(trained).deploy()
+    assert not any(hasattr(m, "conv1") for m in deployed.modules() if isinstance(m, RepVggBlock))   # all fused
+    convs = [m for m in deployed.modules() if isinstance(m, SwitchableConv2d)]
+    assert len(convs) == 4 and all(not torch.equal(c.weight, c.skip.weight) for c in convs)
+    with torch.no_grad():
+        set_depth(trained, spec), set_depth(deployed, spec)
+        expected, got = trained(x), deployed(x)
+    assert all(c.skipping == ("neck" in get_depth(deployed).skipped_units()) for c in convs)
+    torch.testing.assert_close(got["pred_logits"], expected["pred_logits"], rtol=0, atol=1e-9)
+    torch.testing.assert_close(got["pred_boxes"], expected["pred_boxes"], rtol=0, atol=1e-9)
+    assert count_depth_params(deployed) < count_params(deployed)     # the idle fused twin does not count
+
+
+def test_older_anydepth_checkpoints_without_block_0_twins_still_load(r18, tmp_path):
+    """Saved before RepVGG block 0 had twins: it ran block 0 with its main norms at every depth, so the
+    twins start as copies of them (and the model computes what that checkpoint computed), with a log line."""
+    old = {k: v for k, v in r18.state_dict().items() if not BLOCK0_TWIN.match(k)}
+    assert len(r18.state_dict()) - len(old) == 8 * 5          # 8 norms x (weight, bias, mean, var, batches)
+    torch.save({"model": old}, tmp_path / "before_issue_22.pth")
+    model = build("rtdetr_r18_anydepth").eval()
+    logged = []
+    load_weights(model, str(tmp_path / "before_issue_22.pth"), log=logged.append)
+    assert any("before the neck's RepVGG block 0 had twins" in line for line in logged)
+    for csp in [*model.encoder.fpn_blocks, *model.encoder.pan_blocks]:
+        for norm in (csp.bottlenecks[0].conv1.norm, csp.bottlenecks[0].conv2.norm):
+            assert torch.equal(norm.skip.weight, norm.weight) and torch.equal(norm.skip.running_var, norm.running_var)
+    assert torch.equal(model.encoder.lateral_convs[0].norm.skip.weight, r18.encoder.lateral_convs[0].norm.skip.weight)
+    # other missing twins are not older checkpoints of ours: still an error naming them
+    del old["encoder.lateral_convs.0.norm.skip.weight"]
+    torch.save({"model": old}, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="1 model tensors are not in the checkpoint"):
+        load_weights(model, str(tmp_path / "broken.pth"), log=logged.append)

@@ -1,5 +1,6 @@
 """Any-depth self-distillation (rtdetr_fine/anydepth/distill.py): the alignment terms, the pairing by ground
 truth, one training step, DDP with an empty rank and exact resume through train.py."""
+import glob
 import json
 import math
 import os
@@ -8,12 +9,12 @@ import sys
 
 import pytest
 import torch
-from helpers import ROOT, config_path, read_log, run_script, tiny_demo_args
+from helpers import CONFORMANCE, ROOT, config_path, free_port, read_log, run_script, tiny_demo_args
 
 import rtdetr_fine
-from rtdetr_fine.anydepth import SwitchableNorm, get_depth
-from rtdetr_fine.anydepth.distill import (DISTILL_TERMS, DistillationCriterion, FullAndMin, pair_by_ground_truth,
-                                 pooled_feature_kl)
+from rtdetr_fine.anydepth import SwitchableNorm, get_depth, using_depth
+from rtdetr_fine.anydepth.distill import (DISTILL_TERMS, FEATURE_MODULES, DistillationCriterion, FullAndMin,
+                                          pair_by_ground_truth, pooled_feature_kl, recording_outputs)
 from rtdetr_fine.engine import train_one_epoch
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer
 
@@ -169,7 +170,7 @@ def test_distill_false_trains_the_model_itself():
 
 def test_two_process_ddp_distillation_keeps_ranks_identical_with_an_empty_rank(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            os.path.join(ROOT, "tests", "ddp_worker.py"), str(tmp_path), "anydepth"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -205,3 +206,127 @@ def test_train_py_distills_logs_both_depths_and_resumes_exactly(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(full / "tensorboard")).Reload()
     assert {"val/AP", "val_min/AP"} <= set(events.Tags()["scalars"])
+
+
+# ---------------------------------------------------------------- the authors' distillation (issue 22)
+
+AUTHORS_TERMS = {"loss_vfl_kd": "loss_kd_class", "loss_bbox_kd": "loss_kd_bbox", "loss_giou_kd": "loss_kd_giou",
+                 "loss_features_backbone_kd": "loss_kd_feat_backbone", "loss_features_encoder_kd": "loss_kd_feat_encoder"}
+ANYDEPTH_FIXTURES = sorted(glob.glob(os.path.join(CONFORMANCE, "anydepth_r50_seed*.pt")))
+
+
+def as_our_outputs(outputs):
+    """The authors' recorded outputs -> what FullAndMin returns (their feature lists under our names)."""
+    return {"pred_logits": outputs["pred_logits"], "pred_boxes": outputs["pred_boxes"],
+            "backbone_feats": outputs["intermediate_backbone"], "encoder_feats": outputs["intermediate_encoder"]}
+
+
+@pytest.mark.parametrize("path", ANYDEPTH_FIXTURES, ids=os.path.basename)
+def test_the_authors_config_distills_as_their_code(path):
+    """build_training with configs/rtdetr_r50_adn_6x.yml on the recorded teacher / student outputs: their five
+    weighted terms (measured on seed 0: within 2e-16 relative) and their pairs."""
+    case = torch.load(path, weights_only=False)["distill"]
+    cfg = rtdetr_fine.load_config(config_path("rtdetr_r50_adn_6x.yml"), ["backbone.pretrained=null"])
+    criterion = criterion_for(cfg)
+    assert {AUTHORS_TERMS[k]: float(v) for k, v in case["weights"].items()} == criterion.weight_dict
+    m = criterion.base.matcher
+    assert (m.cost_class, m.cost_bbox, m.cost_giou, m.alpha, m.gamma) == \
+        tuple(float(case["matcher"][k]) for k in ("cost_class", "cost_bbox", "cost_giou", "alpha", "gamma"))
+    teacher, student = as_our_outputs(case["teacher"]), as_our_outputs(case["student"])
+    losses = criterion({"full": teacher, "min": student}, case["targets"])
+    for theirs, ours in AUTHORS_TERMS.items():
+        assert losses[ours].item() == pytest.approx(case["losses"][theirs], rel=1e-6, abs=0), ours
+    pairs = pair_by_ground_truth(criterion.base.matcher(teacher, case["targets"]),
+                                 criterion.base.matcher(student, case["targets"]),
+                                 [len(t["labels"]) for t in case["targets"]])
+    for (t_query, s_query), recorded in zip(pairs, case["pairs"]):
+        assert t_query.tolist() == recorded["teacher_query"].tolist()
+        assert s_query.tolist() == recorded["student_query"].tolist()
+
+
+def test_the_reductions_differ_where_the_authors_differ():
+    """Class term: authors = (queries / classes) x plain; features: the same, but for one image the
+    authors' squeeze makes their batch mean a mean over the channels."""
+    teacher, student = toy_outputs(0, queries=6, classes=3), toy_outputs(1, queries=6, classes=3)
+    plain = criterion_for(load("rtdetr_r18_anydepth.yml"))
+    authors = criterion_for(load("rtdetr_r18_anydepth.yml", "anydepth.distill_reduction=authors"))
+    targets = targets_two_images()
+    a = alignment_terms(authors({"full": teacher, "min": student}, targets))
+    p = alignment_terms(plain({"full": teacher, "min": student}, targets))
+    assert a["loss_kd_class"].item() == pytest.approx(p["loss_kd_class"].item() * 6 / 3, rel=1e-6)
+    for k in ("loss_kd_bbox", "loss_kd_giou", "loss_kd_feat_backbone", "loss_kd_feat_encoder"):
+        assert a[k].item() == pytest.approx(p[k].item(), rel=1e-6), k
+    one_s, one_t = [m[:1] for m in student["backbone_feats"]], [m[:1] for m in teacher["backbone_feats"]]
+    channels = sum(m.shape[1] for m in one_s)
+    assert pooled_feature_kl(one_s, one_t, "authors").item() == \
+        pytest.approx(pooled_feature_kl(one_s, one_t).item() / channels, rel=1e-6)
+    with pytest.raises(ValueError, match="anydepth.distill_reduction"):
+        DistillationCriterion(plain.base, {}, "mean")
+
+
+def test_one_backward_gives_the_gradients_of_the_authors_two_backward_passes():
+    """The authors backpropagate the full network's loss, then run the min network and backpropagate its
+    loss; we run both and backpropagate the sum once. Same gradients for every parameter (float64)."""
+    cfg = load("rtdetr_r50_adn_6x.yml")
+    torch.manual_seed(0)
+    model = rtdetr_fine.build_model(cfg).double().train()
+    module, criterion = rtdetr_fine.build_training(cfg, model, rtdetr_fine.build_criterion(cfg))
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    targets = [{k: v.double() if k == "boxes" else v for k, v in t.items()} for t in targets_two_images()]
+
+    def gradients():
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return grads
+
+    torch.manual_seed(2)                                   # the denoising queries' draw, the same in both runs
+    sum(criterion(module(images, targets), targets).values()).backward()
+    ours = gradients()
+
+    torch.manual_seed(2)
+    layout = model.anydepth
+    with using_depth(model, layout.full), recording_outputs(model, FEATURE_MODULES) as feats:
+        teacher = model(images, targets)
+    teacher.update({f"{m}_feats": list(feats[m]) for m in FEATURE_MODULES})
+    sum(criterion.base({k: v for k, v in teacher.items() if not k.endswith("_feats")}, targets).values()).backward()
+    with using_depth(model, layout.min), recording_outputs(model, FEATURE_MODULES) as feats:
+        student = model(images, targets)
+    student.update({f"{m}_feats": list(feats[m]) for m in FEATURE_MODULES})
+    detached = {k: [t.detach() for t in v] if isinstance(v, list) and k.endswith("_feats") else v
+                for k, v in teacher.items()}
+    student_terms = {k: v for k, v in criterion({"full": detached, "min": student}, targets).items()
+                     if k in DISTILL_TERMS or k.startswith("min_")}
+    sum(student_terms.values()).backward()
+    theirs = gradients()
+
+    assert ours.keys() == theirs.keys() and len(ours) > 100
+    for name, grad in ours.items():
+        torch.testing.assert_close(grad, theirs[name], rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_independent_scales_run_each_pass_at_its_own_size():
+    from rtdetr_fine.data.collate import PASS_SIZES
+    cfg = load("rtdetr_r18_anydepth.yml", "anydepth.independent_scales=true")
+    torch.manual_seed(0)
+    module, _ = rtdetr_fine.build_training(cfg, rtdetr_fine.build_model(cfg), rtdetr_fine.build_criterion(cfg))
+    seen = []
+    module.detector.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    images = torch.rand(2, 3, 96, 96)
+    sizes = torch.tensor([[64, 64], [128, 96]])
+    targets = [{**t, PASS_SIZES: sizes} for t in targets_two_images()]
+    outputs = module.train()(images, targets)
+    assert seen == [(64, 64), (128, 96)]                    # the full pass, then the min pass
+    assert outputs["full"]["backbone_feats"][0].shape[-2:] == (8, 8)
+    assert outputs["min"]["backbone_feats"][0].shape[-2:] == (16, 12)
+    seen.clear()
+    module(images, targets_two_images())                    # no sizes drawn (multi-scale off): the batch as it is
+    assert seen == [(96, 96), (96, 96)]
+
+
+def test_train_py_with_independent_scales(tmp_path):
+    out = tmp_path / "run"
+    args = tiny_demo(tmp_path, out, "epochs=1", "anydepth.independent_scales=true", "anydepth.distill_reduction=authors",
+                     "train_dataloader.no_aug_epochs=0", "train_dataloader.multi_scale=[64, 96]")
+    assert run_script("train.py", args) == 0
+    record = read_log(out)[0]
+    assert record["train_loss_kd_class"] > 0 and math.isfinite(record["train_loss"])

@@ -159,6 +159,27 @@ def test_multiscale_stops_at_stop_epoch():
     assert set(draw_sizes(collate_fn, 5)) == {(64, 64)}
 
 
+def test_multiscale_with_two_passes_draws_a_size_per_pass_and_leaves_the_images():
+    """anydepth.independent_scales: the full and the min network each get their own size (the model resizes)."""
+    from rtdetr_fine.data.collate import PASS_SIZES, pass_sizes, resize_batch
+    collate_fn = MultiScaleCollate([32, 48, (48, 80)], seed=3, passes=2)
+    drawn = []
+    for _ in range(30):
+        images, targets = collate_fn(fake_batch())
+        assert images.shape[-2:] == (64, 64) and all(torch.equal(t[PASS_SIZES], targets[0][PASS_SIZES]) for t in targets)
+        sizes = pass_sizes(targets, 2)
+        assert set(sizes) <= {(32, 32), (48, 48), (48, 80)}
+        drawn.append(tuple(sizes))
+    assert any(a != b for a, b in drawn) and any(a == b for a, b in drawn)    # independent draws
+    assert resize_batch(images, drawn[0][1]).shape[-2:] == drawn[0][1]
+    assert pass_sizes([{"labels": torch.zeros(0)}], 2) is None                   # one size: as the batch comes
+    with pytest.raises(ValueError, match="sizes for 2 passes, the model runs 3"):
+        pass_sizes(targets, 3)
+    collate_fn.set_epoch(1)
+    collate_fn.stop_epoch = 1                                                    # multi-scale off: no sizes
+    assert PASS_SIZES not in collate_fn(fake_batch())[1][0]
+
+
 def test_multiscale_rectangular_scales():
     images, _ = MultiScaleCollate([(48, 80)], seed=0)(fake_batch())
     assert images.shape[-2:] == (48, 80)

@@ -229,3 +229,26 @@ def test_compare_runs_each_config_at_its_own_size_against_its_family_baseline(co
     r18_cfsam = next(line for line in table.splitlines() if line.startswith("| R18 + CFSAM |"))
     assert r18_cfsam.rstrip().endswith("| – | – | – | – |")
     assert (compare_report / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_data_job_times_our_loader_and_the_official_pipeline(tmp_path):
+    """--data, tiny: both pipelines run over the same generated JPEGs; images/s and the ratio reported."""
+    report = benchmark.run(benchmark.parse_args(["--data", "--data-images", "8", "--runs", "2", "--warmup", "0",
+                                                 "--block", "1", "--out-dir", str(tmp_path)]), log=lambda *a: None)
+    official, ours = report["results"]
+    assert (official["name"], ours["name"]) == ("official", "ours")
+    assert official["images_per_s"] > 0 and ours["images_per_s"] > 0 and official["speedup"] == 1.0
+    assert ours["speedup"] == pytest.approx(ours["images_per_s"] / official["images_per_s"])
+    assert ours["paired_speedup"] > 0
+    settings = report["settings"]
+    assert settings["threads"] == 1 and settings["images"] == 8 and settings["image_size"] == [640, 480]
+    assert len(list((tmp_path / "data_jpegs" / "images").glob("*.jpg"))) == 8
+    official_stages, our_stages = dict(official["stages_cpu_ms"]), dict(ours["stages_cpu_ms"])
+    assert {"decode (PIL)", "RandomIoUCrop (p 0.8)", "Resize (PIL)"} <= set(official_stages)
+    assert {"decode (PIL)", "photometric ops (PIL, on the kept part)", "random draws (IoU-crop trials at once)",
+            "batch: stack, float, multi-scale resize"} <= set(our_stages)
+    assert all(ms >= 0 for ms in [*official_stages.values(), *our_stages.values()])
+    table = (tmp_path / "benchmark.md").read_text()
+    assert "| ours: build_train_loader |" in table and "vs official" in table and "Where the time goes, ours:" in table
+    assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert benchmark.main(["--data", "--data-images", "2", "--out-dir", str(tmp_path)]) == 1   # less than a batch

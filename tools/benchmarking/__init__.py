@@ -7,6 +7,7 @@
     papers.py    the papers' figures (FINE Table 3, CFSAM Table 4) next to ours
     configs.py   job: named configs (--ablation, --compare, -c CONFIGS)
     anydepth.py  job: one any-depth model at each of its benchmark depths (--anydepth -c CONFIG)
+    data.py      job: the training input pipeline, ours against the official one's (--data)
 
 A job is a module with `run(args, log) -> report dict`; tools/benchmark.py picks one from the flags
 (job_for). A new job is a module here plus its flag there: a job that times models hands
