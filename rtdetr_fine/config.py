@@ -317,6 +317,8 @@ def _read_with_includes(path, seen, sources, included_from=None):
     where = f" (included from {included_from})" if included_from else ""
     if path in seen:
         raise ConfigError(f"{path}: include cycle through {' -> '.join(seen)}")
+    if len(seen) >= MAX_YAML_DEPTH:
+        raise ConfigError(f"{path}{where}: __include__s nested more than {MAX_YAML_DEPTH} files deep")
     if os.path.isdir(path):
         raise ConfigError(f"config {path}{where} is a directory, not a YAML file")
     if not os.path.isfile(path):

@@ -207,3 +207,11 @@ def test_a_huge_document_stops_being_read_at_the_bound(tmp_path):
     message = config_error_within(30, path)
     assert message.startswith(str(path)) and f"holds more than the {MAX_YAML_VALUES} values" in message
     assert "reading stopped at key 'train_dataloader.multi_scale[" in message
+
+
+def test_a_chain_of_includes_is_bounded(tmp_path):
+    for i in range(2000):
+        (tmp_path / f"c{i}.yml").write_text(f"__include__: c{i + 1}.yml\n")
+    (tmp_path / "c2000.yml").write_text("epochs: 3\n")
+    message = config_error_within(30, tmp_path / "c0.yml")
+    assert f"__include__s nested more than {MAX_YAML_DEPTH} files deep" in message and "included from" in message
