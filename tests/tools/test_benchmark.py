@@ -229,3 +229,14 @@ def test_compare_runs_each_config_at_its_own_size_against_its_family_baseline(co
     r18_cfsam = next(line for line in table.splitlines() if line.startswith("| R18 + CFSAM |"))
     assert r18_cfsam.rstrip().endswith("| – | – | – | – |")
     assert (compare_report / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_missing_package_stops_the_benchmark_before_any_timing(tmp_path, capsys, monkeypatch):
+    """matplotlib (the plot, drawn last) missing: one line naming the pip install, before a model is built."""
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib"
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(configs, "run", lambda *a, **k: pytest.fail("the job started"))
+    assert benchmark.main(["--ablation", "--runs", "1", "--out-dir", str(tmp_path / "b")]) == 1
+    assert "benchmark.py needs matplotlib, not installed here: pip install matplotlib" in capsys.readouterr().err
