@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on the val set of a config: COCO bbox metrics, the FINE paper's Fig. 4 analyses
 and the config's metric (COCO AP or VOC mAP) with AP per class; or score a saved detections file.
 
-    python eval.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth
+    python eval.py -r output/rtdetr_r18_fine/best.pth                  # the config the checkpoint records
+    python eval.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth --plots plots/
     python eval.py -c configs/rtdetr_r18.yml -r rtdetr_r18vd_dec3_6x_coco_from_paddle.pth \\
         --output-json r18.json --save-detections r18_dets.json
     python eval.py -c configs/ssd300_cfsam.yml -r output/ssd300_cfsam_voc/best.pth     # VOC07 mAP, AP per class
@@ -10,6 +11,9 @@ and the config's metric (COCO AP or VOC mAP) with AP per class; or score a saved
     python eval.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/last.pth --max-images 10
     python eval.py -c configs/rtdetr_r50_anydepth.yml -r CKPT --depth full min "backbone=1,0,1,1 neck=1 decoder=4"
 
+Config: -c CONFIG, or without it the config a train.py checkpoint records (-u overrides apply on top,
+e.g. -u val_dataloader.dataset.img_folder=... val_dataloader.dataset.ann_file=... to evaluate on other
+data). A -c config that builds another model than the checkpoint records is refused, naming the keys.
 Weights: the EMA weights when the checkpoint has them ({'ema': {'module': ...}}), else {'model': ...},
 else a bare state dict; official RT-DETR checkpoints load as they are. The header says which were used.
 Detections carry the val file's category ids, mapped from the model's labels with the class set the
@@ -21,7 +25,10 @@ all-point AP, rtdetr_fine/evaluation/voc_eval.py), with AP per class as a table 
 (`per_class`; VOC metrics add `mAP`). Any-depth configs: one such report per --depth (params run and
 GFLOPs at that depth, then the tables).
 --detections FILE scores a COCO results file (what --save-detections writes) against the config's val
-annotation file (-u val_dataloader.dataset.ann_file=... to change it) without building a model.
+annotation file (-u val_dataloader.dataset.ann_file=... to change it) without building a model (-c needed).
+--plots DIR writes PNGs: precision-recall curves (all classes at IoU 0.5 and 0.75; the --plot-classes
+classes with the lowest AP), AP per class, AP by object size, false positives per image against the
+score threshold (rtdetr_fine/evaluation/plots.py); several --depth: a subfolder per depth.
 --output-json / --save-detections are checked before the evaluation starts; a failed write of one
 file does not keep the others from being written. Errors (config, data,
 checkpoint, paths) end as one line on stderr with exit code 1 (rtdetr_fine/cli.py).
@@ -39,8 +46,9 @@ from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import (count_depth_params, depth_spec, depth_tag, describe_depth,
                                   layout_of, resolve_depths, using_depth)
 from rtdetr_fine.evaluation.analysis import ap_by_size, count_false_positives, format_ap_by_size, format_false_positives
+from rtdetr_fine.evaluation.analysis import false_positive_curve
 from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
-from rtdetr_fine.checkpoint import recorded_class_set
+from rtdetr_fine.checkpoint import check_config_fits, config_for_checkpoint, recorded_class_set
 from rtdetr_fine.config import EVAL_METRICS
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.data.coco import read_coco_json
@@ -48,7 +56,7 @@ from rtdetr_fine.engine import amp_dtype_for, evaluate
 from rtdetr_fine.evaluation import format_coco_table
 from rtdetr_fine.evaluation.coco_eval import read_coco_results
 from rtdetr_fine.evaluation.flops import count_flops, count_params
-from rtdetr_fine.evaluation.metric import format_per_class, score_detections
+from rtdetr_fine.evaluation.metric import format_per_class, precision_recall_curves, score_detections
 from rtdetr_fine.data.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
 
 SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
@@ -56,7 +64,8 @@ SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line sum
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="YAML config (its val_dataloader is evaluated)")
+    p.add_argument("-c", "--config", help="YAML config (its val_dataloader is evaluated); default: the config "
+                                         "the checkpoint records (train.py's checkpoints do)")
     p.add_argument("-r", "--resume", metavar="CKPT", help="checkpoint to evaluate (or --detections)")
     p.add_argument("--detections", metavar="FILE",
                    help="score this COCO results file (e.g. from --save-detections) instead of running a model")
@@ -65,6 +74,10 @@ def parse_args(argv=None):
     p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--output-json", metavar="FILE", help="write the metrics and analyses here")
     p.add_argument("--save-detections", metavar="FILE", help="write all detections in the COCO results format")
+    p.add_argument("--plots", metavar="DIR", help="write PNGs here: precision-recall curves, AP per class, AP by "
+                                                  "object size, false positives per image")
+    p.add_argument("--plot-classes", type=int, default=6, metavar="K",
+                   help="--plots: precision-recall curves of the K classes with the lowest AP (default 6)")
     p.add_argument("--max-images", type=int, metavar="N", help="evaluate the first N val images only")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--backend", default="faster", choices=["faster", "pycocotools"],
@@ -83,17 +96,25 @@ def main(argv=None):
     """Returns the report dict (on every rank; only rank 0 prints and writes files)."""
     args = parse_args(argv)
     check_arguments(args)
-    cfg = rtdetr_fine.load_config(args.config, args.update)
-    args.metric = args.metric or cfg["evaluator"]["metric"]
     if args.detections:
+        cfg = rtdetr_fine.load_config(args.config, args.update)
+        args.metric = args.metric or cfg["evaluator"]["metric"]
         du.setup_logging(0)
         return score_saved_detections(args, cfg)
+    if args.config:   # -c: its data paths are checked first, then the checkpoint against it
+        cfg, args.config_source = rtdetr_fine.load_config(args.config, args.update), args.config
+    else:             # the config the checkpoint records (-u on top)
+        cfg, args.config_source = config_for_checkpoint(None, args.resume, args.update)
+    args.metric = args.metric or cfg["evaluator"]["metric"]
     cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
     if not cfg["demo"]["enabled"]:   # before building anything, as train.py does
         check_data_paths(cfg, ("val",))
     check_checkpoint_file(args.resume)   # missing, empty, not a checkpoint: before any work
+    if args.config:   # a -c config that builds another model than the checkpoint's: the keys named
+        check_config_fits(cfg, args.config, args.resume, args.update)
     if args.depth and not cfg["anydepth"]["enabled"]:
-        raise cli.UserError(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
+        raise cli.UserError(f"--depth needs an any-depth config; config {args.config_source} has "
+                            "anydepth.enabled: false")
 
     device, rank, _ = du.init_distributed(args.device)
     du.setup_logging(rank)
@@ -112,6 +133,13 @@ def check_arguments(args):
         for flag, value in (("--save-detections", args.save_detections), ("--depth", args.depth)):
             if value:
                 raise cli.UserError(f"{flag} needs a model run (-r); --detections scores a saved file")
+        if not args.config:
+            raise cli.UserError("--detections scores against the val annotation file of a config: give -c CONFIG")
+    if args.plot_classes < 1:
+        raise cli.UserError(f"--plot-classes must be at least 1, got {args.plot_classes}")
+    if args.plots:
+        cli.check_output_dir(args.plots, "--plots")
+        cli.require({"matplotlib": "matplotlib"}, "--plots")
     if args.max_images is not None and args.max_images < 1:
         raise cli.UserError(f"--max-images must be at least 1, got {args.max_images}")
     for flag, value in (("--fp-score", args.fp_score), ("--fp-iou", args.fp_iou)):
@@ -134,7 +162,7 @@ def run(args, cfg, device):
     apply_class_set(cfg, val_set.classes)
     model = rtdetr_fine.build_model(cfg)
     depths = resolve_depths(model, args.depth)   # a bad --depth is a DepthSpecError (ValueError): one line
-    weights = load_checkpoint_or_exit(model, args.resume, args.config, cfg["num_classes"])
+    weights = load_checkpoint_or_exit(model, args.resume, args.config_source, cfg["num_classes"])
     model.to(device).eval()
     postprocessor = rtdetr_fine.build_postprocessor(cfg)
     amp_dtype = amp_dtype_for(args.amp, device, cfg["amp"]["dtype"])
@@ -170,12 +198,15 @@ def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_se
     described = describe_depth(depth, layout) if depth is not None else None
     du.log(format_header(args, weights, params, gflops, size, device, amp_dtype, num_images, val_set.ann_file,
                          described))
-    detections_path = args.save_detections
-    if detections_path and several:   # one file per depth: FILE_<tag>.json
-        stem, ext = os.path.splitext(detections_path)
-        detections_path = f"{stem}_{depth_tag(depth, layout)}{ext or '.json'}"
+    detections_path, plots_dir = args.save_detections, args.plots
+    if several:   # one file per depth: FILE_<tag>.json, and a folder of plots per depth: DIR/<tag>/
+        if detections_path:
+            stem, ext = os.path.splitext(detections_path)
+            detections_path = f"{stem}_{depth_tag(depth, layout)}{ext or '.json'}"
+        if plots_dir:
+            plots_dir = os.path.join(plots_dir, depth_tag(depth, layout))
     report = evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype,
-                                 detections_path, failed)
+                                 detections_path, plots_dir, failed)
     report.update({"weights": weights, "params": params, "gflops": gflops, "image_size": list(size),
                    "images": num_images})
     if depth is not None:
@@ -185,13 +216,17 @@ def evaluate_at_depth(args, model, depth, weights, postprocessor, loader, val_se
 
 
 def evaluate_and_report(args, model, postprocessor, loader, val_set, img_ids, device, amp_dtype, detections_path,
-                        failed):
-    """COCO numbers, false positives, AP by size and the metric of `model` as it is; prints the tables. A
-    detections file that cannot be written is added to `failed` (the report is still written)."""
+                        plots_dir, failed):
+    """COCO numbers, false positives, AP by size and the metric of `model` as it is; prints the tables, and
+    draws them into plots_dir (when given). A detections file or plot that cannot be written is added to
+    `failed` (the report is still written)."""
     result = evaluate(model, postprocessor, loader, val_set, device, img_ids=img_ids, amp_dtype=amp_dtype,
                       backend=args.backend, verbose=False, metric=args.metric)
     report = scores_report(args, val_set.coco.dataset, result.detections, img_ids, result.stats, result.cocoeval,
                            result.metric)
+    if du.is_main() and plots_dir:
+        write_plots(args, plots_dir, val_set.coco.dataset, result.detections, img_ids, result.cocoeval,
+                    result.metric, report, failed)
     report.update({"checkpoint": args.resume, "device": str(device), "world_size": du.world_size(),
                    "eval_seconds": round(result.seconds, 2)})
     if du.is_main() and detections_path:
@@ -243,11 +278,27 @@ def score_saved_detections(args, cfg):
     report = scores_report(args, gt, detections, img_ids, stats, cocoeval, metric)
     report.update({"detections_file": args.detections, "ann_file": ann_file, "images": num_images})
     failed = []
+    if args.plots:
+        write_plots(args, args.plots, gt, detections, img_ids, cocoeval, metric, report, failed)
     if args.output_json:
         write_output(args.output_json, report, "report", failed)
     if failed:
         raise OSError("could not write " + "; ".join(failed))
     return report
+
+
+def write_plots(args, folder, gt, detections, img_ids, cocoeval, metric, report, failed):
+    """--plots: the pictures of rtdetr_fine/evaluation/plots.py in `folder`, from the scores of `report` and
+    the curves behind them; a failed write is added to `failed`."""
+    from rtdetr_fine.evaluation.plots import write_evaluation_plots
+    curves = precision_recall_curves(gt, detections, args.metric, cocoeval, img_ids)
+    fp_curve = false_positive_curve(gt, detections, img_ids, iou_threshold=args.fp_iou)
+    try:
+        written = write_evaluation_plots(folder, curves, metric, report["ap_by_size"], fp_curve,
+                                         report["false_positives"], args.plot_classes)
+        du.log(f"plots ({', '.join(os.path.basename(p) for p in written)}) -> {folder}")
+    except OSError as e:
+        failed.append(f"{folder}: {e.strerror or e}")
 
 
 def checkpoint_class_set(args, cfg):
@@ -286,7 +337,7 @@ def format_header(args, weights, params, gflops, size, device, amp_dtype, num_im
     flops = f"{gflops:.2f} GFLOPs" if gflops is not None else "GFLOPs n/a"
     precision = "float32" if amp_dtype is None else f"amp {str(amp_dtype).replace('torch.', '')}"
     return "\n".join([
-        f"config      {args.config}" + (f"  (overrides: {' '.join(args.update)})" if args.update else ""),
+        f"config      {args.config_source}" + (f"  (overrides: {' '.join(args.update)})" if args.update else ""),
         f"checkpoint  {args.resume}",
         f"weights     {weights}",
         *([f"depth       {depth}"] if depth else []),

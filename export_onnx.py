@@ -1,6 +1,7 @@
 """Export RT-DETR (optionally with FINE) and its post-processor to ONNX (opset 17).
 
     python export_onnx.py -c configs/rtdetr_r18_fine.yml -r ckpt.pth -o model.onnx --check
+    python export_onnx.py -r output/run/last.pth -o model.onnx --check     # the config the checkpoint records
     python export_onnx.py -c configs/rtdetr_r18.yml -o r18.onnx --dynamic --simplify
     python export_onnx.py -c configs/rtdetr_r50_anydepth.yml -r ckpt.pth -o r50.onnx --depth full min --check
 
@@ -14,10 +15,11 @@ at export (anchors and sampling grids are constants for it); the batch is fixed
 for this model. --check compares onnxruntime against the model as trained.
 Any-depth configs: one graph per --depth, holding only the layers that depth runs
 (several depths: OUTPUT_<depth tag>.onnx each).
+Without -c the config a train.py checkpoint (-r) records is used (-u overrides apply on top); a -c
+config that builds another model than the checkpoint records is refused, naming the keys.
 The work is done by rtdetr_fine/deploy.py; this file is the command line.
 """
 import argparse
-import importlib
 import os
 import sys
 
@@ -28,7 +30,8 @@ from rtdetr_fine.anydepth import depth_tag, describe_depth, layout_of, resolve_d
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="YAML config, e.g. configs/rtdetr_r18_fine.yml")
+    p.add_argument("-c", "--config", help="YAML config, e.g. configs/rtdetr_r18_fine.yml; default: the config "
+                                         "the checkpoint records (train.py's checkpoints do)")
     p.add_argument("-r", "--resume", dest="checkpoint", help="checkpoint (ema / model / bare state dict)")
     p.add_argument("-o", "--output", default="model.onnx", help="ONNX file to write (default model.onnx)")
     p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides, dotted.key=value")
@@ -60,28 +63,18 @@ def input_hw(sizes, divisor=32):
     return height, width
 
 
-def check_dependencies(args):
-    """The optional packages the flags need, checked before anything is built or exported (a missing
-    onnxconverter-common used to fail after the export, leaving an fp32 file at -o)."""
-    needed = [("onnx", "onnx", "exporting")]
-    if args.fp16:
-        needed.append(("onnxconverter_common", "onnxconverter-common", "--fp16"))
-    if args.check:
-        needed.append(("onnxruntime", "onnxruntime", "--check"))
-    for module, package, what in needed:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            raise ImportError(f"{what} needs {package}, which is not installed: pip install {package}") from None
-
-
 def run(args, log=print):
     """The CLI's work: argument and path checks first, then build, export, and optionally check."""
     if args.input_size is not None:
         input_hw(args.input_size, divisor=1)      # shape errors before building; stride checked below
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    check_dependencies(args)
+    if not args.config and not args.checkpoint:
+        raise cli.UserError("give -c CONFIG (random weights), -r CKPT (a train.py checkpoint: its recorded config "
+                            "is used) or both")
+    needed = {"onnx": "onnx", **({"onnxruntime": "onnxruntime"} if args.check else {}),
+              **({"onnxconverter_common": "onnxconverter-common"} if args.fp16 else {})}
+    cli.require(needed, "export_onnx.py" + (" --check" if args.check else "") + (" --fp16" if args.fp16 else ""))
     deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))

@@ -1,8 +1,10 @@
 """Detect objects in images, folders and videos; draw the detections and write them in the COCO results format.
 
+    python predict.py -r output/demo_shapes/best.pth data/demo_shapes/val     # the config the checkpoint records
     python predict.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/best.pth data/demo_shapes/val
     python predict.py -c configs/rtdetr_r18_fine.yml -r best.pth street.mp4 photo.jpg -o out --score-threshold 0.4
     python predict.py -c configs/rtdetr_r18_fine.yml --onnx model.onnx photos/     # a file from export_onnx.py
+    python predict.py -r best.pth --onnx model.onnx photos/     # the class set (and config) from the checkpoint
 
 Writes into -o DIR (default output/predict):
   <name>.<ext>, <name>.mp4   each input image / video with its detections (score >= --score-threshold)
@@ -14,6 +16,8 @@ Writes into -o DIR (default output/predict):
                              COCO("images.json").loadRes("detections.json") loads them
 Image ids count from 1 over the inputs in order; every video frame is an image ("frame": index from 0).
 
+Config: -c CONFIG, or without it the config a train.py checkpoint (-r) records; -u overrides apply on top.
+A -c config that builds another model than the checkpoint records is refused, naming the keys.
 Images are read as RGB with their EXIF orientation applied (as a viewer shows them), resized to the
 config's val_dataloader.image_size (the ONNX file's input size with --onnx) and scaled to [0, 1], as
 eval.py does (rtdetr_fine/predictor.py); boxes are
@@ -31,7 +35,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 import rtdetr_fine
 from rtdetr_fine import cli
-from rtdetr_fine.checkpoint import inference_class_set
+from rtdetr_fine.checkpoint import config_for_checkpoint, inference_class_set
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.data.image_io import load_rgb_image
 from rtdetr_fine.distributed import resolve_device
@@ -48,7 +52,8 @@ class PredictError(cli.UserError):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, video files")
-    p.add_argument("-c", "--config", required=True, help="YAML config the model was trained with")
+    p.add_argument("-c", "--config", help="YAML config the model was trained with; default: the config the "
+                                         "checkpoint records (train.py's checkpoints do)")
     p.add_argument("-r", "--resume", metavar="CKPT", help="checkpoint (EMA weights first); with --onnx: class set only")
     p.add_argument("--onnx", metavar="MODEL", help="run this export_onnx.py file with onnxruntime instead")
     p.add_argument("-o", "--output-dir", default="output/predict", help="where to write (default output/predict)")
@@ -164,16 +169,6 @@ def video_frames(path):
         raise PredictError(f"cannot read video {path}: {e}") from None
 
 
-def require_pyav(videos):
-    """Videos are read and written with PyAV, an optional dependency: its absence is said before any work."""
-    if not videos:
-        return
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        raise PredictError(f"reading video {videos[0]} needs PyAV, which is not installed: pip install av") from None
-
-
 def run(args, log=print):
     """The CLI's work; returns (detections, images). Raises PredictError for user errors."""
     from tqdm import tqdm
@@ -184,18 +179,22 @@ def run(args, log=print):
             raise PredictError(f"{flag} file not found: {path}")
     if not args.resume and not args.onnx:
         raise PredictError("give the weights: -r CKPT (PyTorch) or --onnx MODEL.onnx")
+    if not args.resume and not args.config:
+        raise PredictError("--onnx without -r: give the config with -c CONFIG (its class set and image size), "
+                           "or -r CKPT with a train.py checkpoint, whose recorded config is then used")
     inputs = collect_inputs(args.inputs)
-    require_pyav([path for kind, path in inputs if kind == "video"])
     cli.check_output_dir(args.output_dir, "-o")        # before the model is built and run
+    if any(kind == "video" for kind, _ in inputs):
+        cli.require({"av": "av"}, "reading and writing videos")
     device = resolve_device(args.device)
-    cfg = rtdetr_fine.load_config(args.config, args.update)
+    cfg, config_source = config_for_checkpoint(args.config, args.resume, args.update)
     cfg["backbone"]["pretrained"] = None               # every weight comes from the checkpoint
     classes, source = inference_class_set(cfg, args.resume)
     apply_class_set(cfg, classes)
     detector = (build_onnx_detector(args.onnx, device, val_size(cfg)) if args.onnx
                 else build_torch_detector(cfg, args.resume, device))
     log(f"weights: {detector.description}; input {detector.size[0]}x{detector.size[1]}; {device}")
-    log(f"{classes.describe()} (from {source})")
+    log(f"config: {config_source}; {classes.describe()} (from {source})")
 
     os.makedirs(args.output_dir, exist_ok=True)
     frames = sum(video_frames(p) for kind, p in inputs if kind == "video")

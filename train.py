@@ -3,7 +3,7 @@
     python train.py -c configs/rtdetr_r18_fine.yml                      # one GPU (or CPU)
     torchrun --nproc_per_node 4 train.py -c configs/rtdetr_r18_fine.yml # DDP
     python train.py -c configs/demo/rtdetr_r18_fine_shapes.yml          # CPU demo on generated data
-    python train.py -c CONFIG -r output/run/last.pth                    # resume
+    python train.py -r output/run/last.pth                              # resume: in output/run, its config
     python train.py -c CONFIG -t rtdetr_r18vd_coco.pth -u num_classes=auto remap_mscoco_category=false \\
         train_dataloader.dataset.ann_file=... (and the other data paths)  # fine-tune on your own class set
     python train.py -c configs/rtdetr_r50_anydepth.yml -t rtdetr_r50vd_coco.pth --depth min  # any-depth
@@ -14,6 +14,10 @@ val_voc07_mAP and best_voc07_mAP, with val_voc07_per_class; the COCO numbers are
 output_dir that holds one (continue it with -r DIR/last.pth, replace it with --overwrite, or choose another
 output_dir); temp files of a save that was killed are removed by the next run or resume there. Resuming a
 run that has completed its `epochs` says "nothing to do" and exits with code 0 (raise epochs with -u to go on).
+Resuming (-r DIR/last.pth) continues in DIR, the checkpoint's folder, whatever output_dir the config names,
+unless -u output_dir=... gives one explicitly; the log says which folder and why. -c is optional with -r: the
+checkpoint records its config (-u overrides apply on top); a -c config that builds another model than the
+checkpoint's is refused, naming the keys.
 Errors in the config, data, checkpoints or paths end as one line on stderr (rtdetr_fine/cli.py), exit code 1;
 Ctrl-C says which checkpoint is the last complete one, exit code 130.
 """
@@ -32,7 +36,7 @@ from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
 from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries, save_atomic
-from rtdetr_fine.checkpoint import recorded_class_set
+from rtdetr_fine.checkpoint import config_for_checkpoint, recorded_class_set
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.config import dump_config
 from rtdetr_fine.config import RULES
@@ -41,14 +45,14 @@ from rtdetr_fine.evaluation.flops import count_params
 from rtdetr_fine.evaluation.metric import metric_key
 from rtdetr_fine.data.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
                                  prepare_demo_data, set_epoch)
-from rtdetr_fine.engine.run_dir import check_run_dir, replace_previous_run
+from rtdetr_fine.engine.run_dir import check_run_dir, replace_previous_run, resume_folder
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler
 from rtdetr_fine.engine.training_state import restore_training, training_state
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-c", "--config", required=True, help="YAML config")
+    p.add_argument("-c", "--config", help="YAML config (with -r, default: the config the checkpoint records)")
     p.add_argument("-r", "--resume", help="checkpoint to resume from (model, EMA, optimiser, schedule, epoch)")
     p.add_argument("-t", "--tuning", help="weights to fine-tune from (mismatched class heads are skipped)")
     p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -72,25 +76,42 @@ def seed_everything(seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = rtdetr_fine.load_config(args.config, args.update)
+    if args.resume and args.tuning:
+        raise cli.UserError("use either -r (resume) or -t (fine-tune), not both")
+    if not args.config and not args.resume:
+        raise cli.UserError("give the config with -c CONFIG (it may be left out only with -r, which resumes with "
+                            "the config the checkpoint records)")
+    if args.resume or args.tuning:
+        check_checkpoint_file(args.resume or args.tuning)   # missing, empty, not a checkpoint: before any work
+    if args.resume:   # the checkpoint's recorded config without -c; with -c, checked against it
+        cfg, source = config_for_checkpoint(args.config, args.resume, args.update)
+    else:
+        cfg, source = rtdetr_fine.load_config(args.config, args.update), args.config
     if args.seed is not None:
         if RULES["seed"](args.seed):   # the config key's range (torch.manual_seed's), for the flag too
             raise cli.UserError(f"--seed {RULES['seed'](args.seed)}, got {args.seed}")
         cfg["seed"] = args.seed
-    if args.resume and args.tuning:
-        raise cli.UserError("use either -r (resume) or -t (fine-tune), not both")
     if args.depth and not cfg["anydepth"]["enabled"]:
-        raise cli.UserError(f"--depth needs an any-depth config; {args.config} has anydepth.enabled: false")
+        raise cli.UserError(f"--depth needs an any-depth config; config {source} has anydepth.enabled: false")
     if args.resume or args.tuning:
         cfg["backbone"]["pretrained"] = None   # the checkpoint has the backbone: no ImageNet download
-        check_checkpoint_file(args.resume or args.tuning)   # missing, empty, not a checkpoint: before any work
+    notes = [f"config: {source}"] if source != args.config else []
+    if args.resume and not args.test_only:   # the run goes on in its own folder (engine/run_dir.py)
+        cfg["output_dir"], why = resume_folder(args.resume, args.update, cfg["output_dir"])
+        notes.append(f"output_dir {cfg['output_dir']}: {why}")
     if not args.test_only:   # before building anything: a run is never replaced silently
-        check_run_dir(cfg["output_dir"], args.resume, args.overwrite)
+        try:
+            check_run_dir(cfg["output_dir"], args.resume, args.overwrite)
+        except OSError as e:   # e.g. a read-only folder the checkpoint was copied from
+            raise type(e)(f"{e}" + (" (-r continues in the checkpoint's folder; -u output_dir=OTHER_DIR continues "
+                                    "elsewhere)" if args.resume else "")) from None
     if not cfg["demo"]["enabled"]:   # before building anything: a missing COCO is the most common first error
         check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
 
     device, rank, world = du.init_distributed(args.device)
     du.setup_logging(rank)
+    for note in notes:
+        du.log(note)
     try:
         run(args, cfg, device, rank, world)   # user errors: one line at the boundary (rtdetr_fine/cli.py)
     finally:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file as load_safetensors
 
 from .anydepth.convert import block0_twins_missing
 from .anydepth.norms import init_skip_norms_from_main
+from .config import DEFAULTS, ConfigError, config_from_dict, leaf_keys, load_config
 from .data.classes import AUTO, ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from .data.coco import read_coco_json
 from .data.loaders import config_ann_file
@@ -444,3 +445,123 @@ def inference_class_set(cfg: dict, checkpoint: str | None = None) -> tuple:
     if cfg["remap_mscoco_category"] or n == 80:
         return coco_class_set(n), "COCO's 80 categories"
     return ClassSet(n, tuple(range(n)), tuple(f"class {i}" for i in range(n))), "label numbers (no names known)"
+
+
+# ---------------------------------------------------------------------------------------------
+# The config a run uses: the one the checkpoint records, or a -c file checked against it
+# ---------------------------------------------------------------------------------------------
+
+# Sections of the config that describe the network, and, within them, the keys that do not decide it: what
+# only training uses (dropout, denoising, the losses' auxiliary outputs, initialisation, freezing). The
+# other keys decide the tensors or what the network computes with them in eval mode (e.g. fine.upsample,
+# encoder.act, decoder.eval_idx): a config differing in one builds another model, or silently another
+# function of the same weights. The data, the post-processing and the training recipe are left free.
+MODEL_SECTIONS = ("detector", "cross_layer", "num_classes", "backbone", "encoder", "fine", "cfsam", "decoder",
+                  "anydepth")
+TRAINING_ONLY_KEYS = ("backbone.pretrained", "backbone.freeze_at", "backbone.freeze_norm", "encoder.dropout",
+                      "cfsam.dropout", "decoder.dropout", "decoder.num_denoising", "decoder.label_noise_ratio",
+                      "decoder.box_noise_scale", "decoder.aux_loss", "anydepth.distill", "anydepth.distill_weight_dict")
+
+
+def model_keys() -> list:
+    """The dotted config keys that decide the network (MODEL_SECTIONS without TRAINING_ONLY_KEYS)."""
+    return [k for k in leaf_keys(DEFAULTS) if k.split(".")[0] in MODEL_SECTIONS
+            and not any(k == t or k.startswith(t + ".") for t in TRAINING_ONLY_KEYS)]
+
+
+def _decides_model(key: str, cfg: dict) -> bool:
+    """Whether `key` takes part in the model `cfg` builds: SSD300 has no RT-DETR backbone, encoder or decoder;
+    fine.* counts with fine.enabled, cfsam.* with cross_layer: cfsam, anydepth.* with anydepth.enabled."""
+    section = key.split(".")[0]
+    if cfg["detector"] == "ssd300" and section in ("backbone", "encoder", "fine", "decoder", "anydepth"):
+        return False
+    if section in ("fine", "anydepth") and key != f"{section}.enabled":
+        return bool(cfg[section]["enabled"])
+    if section == "cfsam":
+        return cfg["cross_layer"] == "cfsam"
+    return True
+
+
+def _value(cfg: dict, key: str):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def config_differences(recorded: dict, given: dict) -> list:
+    """[(key, recorded value, given value)] for the model keys (model_keys) on which two configs build
+    different networks. num_classes 'auto' matches any count (it takes the checkpoint's class set)."""
+    differences = []
+    for key in model_keys():
+        if not (_decides_model(key, recorded) and _decides_model(key, given)):
+            continue
+        a, b = _value(recorded, key), _value(given, key)
+        if key == "num_classes" and "auto" in (a, b):
+            continue
+        if a != b:
+            differences.append((key, a, b))
+    return differences
+
+
+def recorded_config(path) -> dict | None:
+    """The resolved config train.py recorded in checkpoint `path` ('config'), or None (an official or
+    transformers checkpoint, a bare state dict). Errors name the file."""
+    ckpt = read_checkpoint(path)
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def checkpoint_config(path, overrides=()) -> dict:
+    """The config checkpoint `path` records, with the "dotted.key=value" overrides on top (config_from_dict).
+    A checkpoint without one (official, Hugging Face, a bare state dict) is a ConfigError asking for -c."""
+    recorded = recorded_config(path)
+    if recorded is None:
+        raise ConfigError(f"checkpoint {path} records no config (an official or Hugging Face checkpoint, or a bare "
+                          "state dict, holds weights only): give the config that builds its model with -c CONFIG "
+                          "(docs/training.md lists the configs of the official and hub checkpoints)")
+    try:
+        return config_from_dict(recorded, f"the config recorded in checkpoint {path}", overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (give a config with -c CONFIG to use that instead)") from None
+
+
+class ConfigMismatchError(ValueError):
+    """A -c config that builds another network than the one a checkpoint was trained as."""
+
+
+def config_for_checkpoint(config: str | None, checkpoint: str | None, overrides=()) -> tuple:
+    """(config, where it came from: the file or 'recorded in CHECKPOINT') to run the weights of `checkpoint`
+    with: the -c file `config` with the overrides, checked against the checkpoint (check_config_fits), or
+    without one the config the checkpoint records (checkpoint_config; the overrides apply on top)."""
+    if config is None:
+        if checkpoint is None:
+            raise ConfigError("no config: give -c CONFIG, or -r CKPT with a train.py checkpoint (whose recorded "
+                              "config is then used)")
+        return checkpoint_config(checkpoint, overrides), f"recorded in {checkpoint}"
+    cfg = load_config(config, overrides)
+    if checkpoint:
+        check_config_fits(cfg, config, checkpoint, overrides)
+    return cfg, config
+
+
+def check_config_fits(cfg: dict, config: str, checkpoint: str, overrides=()) -> None:
+    """A ConfigMismatchError naming each differing key (config_differences: architecture, FINE, decoder layers,
+    class count, ...) when `cfg`, loaded from the -c file `config` with the overrides, builds another network
+    than the config `checkpoint` records, with the same overrides (so an override never counts as a
+    difference). A checkpoint that records no config (or one that no longer validates) is not compared:
+    loading the weights still checks every tensor's name and shape."""
+    recorded = recorded_config(checkpoint)
+    if recorded is None:
+        return
+    try:
+        own = config_from_dict(recorded, f"the config recorded in checkpoint {checkpoint}", overrides)
+    except ConfigError:
+        return
+    differences = config_differences(own, cfg)
+    if differences:
+        lines = [f"config {config} builds another model than checkpoint {checkpoint} was trained as "
+                 f"({len(differences)} config key(s) differ):"]
+        lines += [f"  {key}: {a!r} in the checkpoint's config, {b!r} in {config}" for key, a, b in differences]
+        lines.append(f"leave out -c to use the config {checkpoint} records (-u overrides still apply), or give "
+                     "the config it was trained with")
+        raise ConfigMismatchError("\n".join(lines))

@@ -13,14 +13,21 @@ Each entry point ends with `sys.exit(cli.run_main(main))`. What reaches the user
     shows the traceback of user errors too.
 
 Output paths are checked before any work starts (check_output_file / check_output_dir), so a
-typo in `-o` fails in a second, not after an hour of evaluation.
+typo in `-o` fails in a second, not after an hour of evaluation; so are the packages a command needs
+for only part of its work (require).
+
+`pip install .` also installs the command lines as console commands (COMMANDS: rtdetr-train, rtdetr-eval,
+...); each runs the repository's script itself, as `python train.py` does in a clone (run_script_file).
 """
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import sys
 import tempfile
+from functools import partial
+from types import SimpleNamespace
 from typing import Callable
 
 EXIT_ERROR = 1
@@ -135,6 +142,17 @@ def unwrap_worker_error(text: str) -> str:
     return text
 
 
+def require(modules: dict, purpose: str, fix: str | None = None) -> None:
+    """Fail now, before any work, unless every module of `modules` ({import name: pip package}) can be
+    imported: an ImportError that names `purpose` and the command that fixes it (default: pip install
+    the missing packages). For dependencies a command needs only for some of its work."""
+    import importlib.util
+    missing = [package for name, package in modules.items() if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"{purpose} needs {', '.join(missing)}, not installed here: "
+                          + (fix or f"pip install {' '.join(missing)}"))
+
+
 # ---------------------------------------------------------------- output paths, checked before work
 
 def check_output_file(path: str, what: str = "output file") -> str:
@@ -202,3 +220,47 @@ def write_text_atomic(path: str, text: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+# ---------------------------------------------------------------- console commands (pip install)
+
+# pyproject.toml's [project.scripts]: command -> the repository script it runs (relative to the repository).
+# A wheel carries the scripts, tools/ and configs/ in rtdetr_fine/scripts/ (pyproject.toml maps them
+# there); in a clone, or an editable install of one, they sit next to the package.
+COMMANDS = {
+    "rtdetr-train": "train.py", "rtdetr-eval": "eval.py", "rtdetr-predict": "predict.py",
+    "rtdetr-export-onnx": "export_onnx.py", "rtdetr-benchmark": "tools/benchmark.py",
+    "rtdetr-trt-benchmark": "tools/trt_benchmark.py", "rtdetr-cfsam-cost": "tools/cfsam_cost.py",
+    "rtdetr-voc-to-coco": "tools/voc_to_coco.py", "rtdetr-visualize-fine": "tools/visualize_fine.py",
+    "rtdetr-plot-log": "tools/plot_log.py",
+}
+
+
+def script_file(relative: str) -> str:
+    """The file of a repository script (e.g. 'tools/benchmark.py'): the installed copy in
+    rtdetr_fine/scripts/, else the clone's next to the package. FileNotFoundError names both places."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    places = [os.path.join(package, "scripts"), os.path.dirname(package)]
+    for root in places:
+        path = os.path.join(root, relative)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{relative} is neither in {places[0]} (a pip install's copy) nor in {places[1]} "
+                            "(a clone): reinstall the package (pip install .) from a clone of the repository")
+
+
+def run_script_file(relative: str, argv=None) -> int:
+    """Run a repository script as `python SCRIPT ARGV...` runs it: as __main__, its folder first on
+    sys.path, sys.argv[0] its path (so its usage line names it). ARGV defaults to this process's
+    arguments. The script's sys.exit code passes through; 0 when it returns."""
+    path = script_file(relative)
+    sys.argv = [path, *(sys.argv[1:] if argv is None else argv)]
+    sys.path.insert(0, os.path.dirname(path))
+    runpy.run_path(path, run_name="__main__")
+    return 0
+
+
+# The console commands themselves, one attribute per command: commands.train runs train.py, commands.eval
+# eval.py, ... (pyproject.toml: rtdetr-train = "rtdetr_fine.cli:commands.train").
+commands = SimpleNamespace(**{name[len("rtdetr-"):].replace("-", "_"): partial(run_script_file, relative)
+                              for name, relative in COMMANDS.items()})

@@ -299,9 +299,31 @@ def load_config(path: str, overrides=()) -> dict:
     Errors are ConfigErrors that name the key and where its value came from: the file that set it
     (an included one too), or `override 'key=value'`.
     """
-    cfg = copy.deepcopy(DEFAULTS)
     sources = {}
     data = _read_with_includes(path, seen=(), sources=sources)
+    return _resolve(data, sources, path, overrides)
+
+
+def config_from_dict(data: dict, source: str, overrides=()) -> dict:
+    """A config recorded as a mapping (the resolved config a train.py checkpoint holds) -> the config
+    load_config would give for a file holding it: merged over DEFAULTS (a key it lacks, e.g. one added
+    since, takes its default), then the "dotted.key=value" overrides, every value checked. Errors are
+    ConfigErrors naming the key and `source` (e.g. "checkpoint run/last.pth") or the override."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the recorded config is a {type(data).__name__}, not a mapping of config keys")
+    sources = {}
+    _record_sources(data, source, sources)
+    return _resolve(copy.deepcopy(data), sources, source, overrides)
+
+
+def override_keys(overrides) -> list:
+    """The dotted keys that "dotted.key=value" overrides set, in order (e.g. ['output_dir', 'optimizer.lr'])."""
+    return [item.split("=", 1)[0].strip() for item in overrides if isinstance(item, str) and "=" in item]
+
+
+def _resolve(data, sources, path, overrides):
+    """DEFAULTS <- data (read from `path`) <- overrides, validated; sources[key] says where each value came from."""
+    cfg = copy.deepcopy(DEFAULTS)
     _merge(cfg, data, lambda key: _source_of(sources, key, path))
     for item in overrides:
         source = f"override {item!r}"

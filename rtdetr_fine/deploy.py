@@ -26,10 +26,9 @@ from torchvision.ops import DeformConv2d
 
 from .build import build_model, build_postprocessor
 from .checkpoint import load_weights
-from .checkpoint import inference_class_set
+from .checkpoint import check_checkpoint_file, config_for_checkpoint, inference_class_set
 from .data.classes import apply_class_set
 from .cli import check_output_file
-from .config import load_config
 from .modules.fine import FINE, upsample_bilinear
 
 INPUT_NAMES = ["images", "orig_target_sizes"]
@@ -53,12 +52,19 @@ class DeployModel(nn.Module):
         return self.postprocessor(self.model(images), orig_target_sizes)
 
 
-def build_deploy_model(config: str, checkpoint: str | None = None, overrides=(), log=print) -> DeployModel:
-    """Config path (+ checkpoint, + `-u` overrides) -> DeployModel in eval/deploy mode.
+def build_deploy_model(config: str | None, checkpoint: str | None = None, overrides=(), log=print) -> DeployModel:
+    """Config path (+ checkpoint, + `-u` overrides) -> DeployModel in eval/deploy mode. config None: the
+    config the checkpoint records (checkpoint.config_for_checkpoint, which also refuses a config that
+    builds another model than the checkpoint's).
 
     Raises ConfigError / FileNotFoundError / ValueError with messages naming the file or key.
     """
-    cfg = load_config(config, ["backbone.pretrained=null", *overrides])   # weights come from the checkpoint
+    if checkpoint:
+        check_checkpoint_file(checkpoint)
+    # every weight comes from the checkpoint (or stays random): no ImageNet download
+    cfg, source = config_for_checkpoint(config, checkpoint, ["backbone.pretrained=null", *overrides])
+    if config is None:
+        log(f"config: {source}")
     if cfg["num_classes"] == "auto":   # the count of the checkpoint's (or the annotation file's) class set
         apply_class_set(cfg, inference_class_set(cfg, checkpoint)[0])
     model = build_model(cfg)

@@ -485,3 +485,30 @@ def test_detections_arguments_and_files_are_checked(trained, tmp_path, capsys):
     empty = run_eval(["-c", DEMO, "--detections", str(good), "-u", *overrides, "--metric", "voc"],
                      tmp_path / "empty.json")
     assert empty["mAP"] == 0.0 and empty["AP"] == 0.0 and empty["detections"] == 0
+
+
+@pytest.mark.parametrize("metric", ["coco", "voc07"])
+def test_plots_draw_the_evaluation_of_the_run(trained, tmp_path, metric):
+    """eval.py --plots DIR writes the five pictures (rtdetr_fine/evaluation/plots.py) of the model run, and the
+    same five from a saved detections file; a DIR that cannot be a folder fails before the evaluation."""
+    pytest.importorskip("matplotlib")
+    from rtdetr_fine.evaluation.plots import FILES
+    dets = tmp_path / "dets.json"
+    run_eval(["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *trained["overrides"], "--metric", metric,
+              "--save-detections", str(dets), "--plots", str(tmp_path / "run"), "--plot-classes", "2"],
+             tmp_path / "run.json")
+    run_eval(["-c", DEMO, "--detections", str(dets), "-u", *trained["overrides"], "--metric", metric,
+              "--plots", str(tmp_path / "saved")], tmp_path / "saved.json")
+    for folder in ("run", "saved"):
+        assert sorted(os.listdir(tmp_path / folder)) == sorted(FILES)
+        assert all(os.path.getsize(tmp_path / folder / name) > 5000 for name in FILES)
+
+
+def test_plots_into_a_file_fails_before_the_evaluation(trained, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    err = failure_stderr(capsys, ["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "-u", *trained["overrides"],
+                                  "--plots", str(blocker)])
+    assert "--plots" in err and str(blocker) in err
+    assert "--plot-classes must be at least 1" in failure_stderr(
+        capsys, ["-c", DEMO, "-r", str(trained["out_dir"] / "last.pth"), "--plot-classes", "0"])

@@ -113,5 +113,6 @@ def test_a_missing_optional_package_is_named_before_any_work(tmp_path, capsys, m
     capsys.readouterr()
     assert run_script("export_onnx.py", ["-c", BASELINE, "-o", str(out), flag]) == 1
     err = capsys.readouterr().err
-    assert f"export_onnx.py: error: {flag} needs {package}, which is not installed: pip install {package}" in err
+    assert f"export_onnx.py: error: export_onnx.py {flag} needs {package}, not installed here: pip install {package}" \
+        in err
     assert not out.exists()

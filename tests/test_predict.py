@@ -268,7 +268,7 @@ def test_bad_weights_and_inputs_are_named(custom_run, tmp_path, capsys):
 
 
 def test_a_video_without_pyav_names_the_pip_install_before_any_work(tmp_path, capsys, monkeypatch):
-    """Issue 25: without PyAV, predict.py said "No module named 'av'"; now it names the video and the install,
+    """Issue 25: without PyAV, predict.py said "No module named 'av'"; now it names the install (cli.require),
     before the checkpoint or the config is read (neither exists here)."""
     monkeypatch.setitem(sys.modules, "av", None)   # `import av` raises ImportError
     image = tmp_path / "a.jpg"
@@ -279,5 +279,5 @@ def test_a_video_without_pyav_names_the_pip_install_before_any_work(tmp_path, ca
                 "--onnx", str(image)]
         assert run_script("predict.py", argv) == 1
         err = capsys.readouterr().err
-        assert f"reading video {tmp_path / video} needs PyAV, which is not installed: pip install av" in err
+        assert "reading and writing videos needs av, not installed here: pip install av" in err
     assert not (tmp_path / "o").exists()

@@ -18,6 +18,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from rtdetr_fine import cli  # noqa: E402
+from rtdetr_fine.evaluation.plots import save_figure, style  # noqa: E402
 from rtdetr_fine.evaluation.reference import REFERENCE_CURVES, reference_curves  # noqa: E402
 
 LOSS_TERMS = ("train_loss_vfl", "train_loss_bbox", "train_loss_giou")   # the last decoder layer's terms
@@ -67,11 +68,13 @@ def series(records: list, key: str, scale: float = 1.0):
 
 
 def plot(runs: dict, reference: str = None):
-    """Figure with three panels: val AP (%), total training loss, the loss terms. runs: {label: records}."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Figure with three panels: val AP (%), total training loss, the loss terms. runs: {label: records}.
+    Drawn in the repository's plot style (rtdetr_fine/evaluation/plots.py)."""
+    with style() as plt:
+        return _plot(plt, runs, reference)
 
+
+def _plot(plt, runs, reference):
     fig, (ax_ap, ax_loss, ax_terms) = plt.subplots(1, 3, figsize=(16, 4.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     if reference:
@@ -90,9 +93,8 @@ def plot(runs: dict, reference: str = None):
     ax_loss.set(title="training loss (sum of all terms, mean per epoch)", xlabel="epoch", ylabel="loss")
     ax_terms.set(title="last decoder layer's loss terms", xlabel="epoch", ylabel="loss")
     for ax in (ax_ap, ax_loss, ax_terms):
-        ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.legend(fontsize=7)
+        ax.legend()
     fig.tight_layout()
     return fig
 
@@ -113,11 +115,9 @@ def work(argv=None):
     if not 1 <= args.dpi <= MAX_DPI:   # the 16 x 4.8 inch figure: 600 dpi is already 9600 x 2880 px
         raise LogError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")
+    cli.require({"matplotlib": "matplotlib"}, "plot_log.py")
     runs = dict(zip(run_labels(args.logs), (read_log(p) for p in args.logs)))
-    fig = plot(runs, args.reference)
-    folder = os.path.dirname(os.path.abspath(args.output))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(args.output, dpi=args.dpi)
+    save_figure(plot(runs, args.reference), args.output, args.dpi)
     print(f"wrote {args.output} ({len(runs)} run(s)" + (f", reference {args.reference})" if args.reference else ")"))
     return 0
 

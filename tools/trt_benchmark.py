@@ -34,7 +34,8 @@ def missing_requirements():
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "TensorRT is not installed (pip install tensorrt, on a machine with an NVIDIA GPU)"
+        return ('TensorRT is not installed (the project\'s "trt" extra: pip install ".[trt]" from the repository, '
+                "or pip install tensorrt; on a machine with an NVIDIA GPU)")
     try:
         import torch
     except ImportError:

@@ -1,6 +1,7 @@
 """What FINE does to the feature pyramid on one image: P_l, its modulation map A_l and the modulated map.
 
     python tools/visualize_fine.py -c configs/rtdetr_r18_fine.yml -r output/rtdetr_r18_fine/best.pth photo.jpg
+    python tools/visualize_fine.py -r output/rtdetr_r18_fine/best.pth photo.jpg    # the checkpoint's own config
     python tools/visualize_fine.py -c configs/demo/rtdetr_r18_fine_shapes.yml -r output/demo_shapes/best.pth \\
         data/demo_shapes/val/000000.png -o fine_maps.png
 
@@ -16,6 +17,7 @@ each map drawn over the image as the model saw it (resized to val_dataloader.ima
   gain        log2(|P~_l| / |P_l|) of the two channel means: > 0 where FINE enhances the map, < 0 where
               it suppresses it
 The module inputs are captured with a forward hook during one normal forward pass.
+Without -c the config a train.py checkpoint records is used (-u overrides apply on top).
 """
 import argparse
 import os
@@ -30,7 +32,7 @@ import torch  # noqa: E402
 import rtdetr_fine  # noqa: E402
 from rtdetr_fine import cli  # noqa: E402
 from rtdetr_fine.checkpoint import load_weights  # noqa: E402
-from rtdetr_fine.checkpoint import inference_class_set  # noqa: E402
+from rtdetr_fine.checkpoint import config_for_checkpoint, inference_class_set  # noqa: E402
 from rtdetr_fine.data.classes import apply_class_set  # noqa: E402
 from rtdetr_fine.config import ConfigError  # noqa: E402
 from rtdetr_fine.data import build_val_image_transform  # noqa: E402
@@ -126,7 +128,8 @@ MAX_CHANNELS, MAX_DPI = 16, 300
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", metavar="IMAGE", help="image file")
-    p.add_argument("-c", "--config", required=True, help="YAML config with fine.enabled: true")
+    p.add_argument("-c", "--config", help="YAML config with fine.enabled: true; default: the config the "
+                                         "checkpoint records (train.py's checkpoints do)")
     p.add_argument("-r", "--resume", required=True, metavar="CKPT", help="checkpoint (EMA weights first)")
     p.add_argument("-o", "--output", default="fine_maps.png", help="PNG to write (default fine_maps.png)")
     p.add_argument("-u", "--update", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -145,13 +148,14 @@ def run(args, log=print):
     if not 1 <= args.dpi <= MAX_DPI:
         raise VisualizeError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")   # before the model runs
+    cli.require({"matplotlib": "matplotlib"}, "visualize_fine.py")
     try:
-        cfg = rtdetr_fine.load_config(args.config, args.update)
+        cfg, source = config_for_checkpoint(args.config, args.resume, args.update)
     except ConfigError as e:
         raise VisualizeError(f"config error: {e}") from None
     cfg["backbone"]["pretrained"] = None
     if not cfg["fine"]["enabled"]:
-        raise VisualizeError(f"{args.config} builds no FINE modules (fine.enabled is false): use a FINE config, "
+        raise VisualizeError(f"config {source} builds no FINE modules (fine.enabled is false): use a FINE config, "
                              "e.g. configs/rtdetr_r18_fine.yml, with a checkpoint trained with it")
     try:
         classes, _ = inference_class_set(cfg, args.resume)   # only the class count matters here

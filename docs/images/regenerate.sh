@@ -12,5 +12,7 @@ python3 predict.py -c "$CONFIG" -r "$CKPT" "$tmp/demo_val.png" -o "$tmp/predict"
 cp "$tmp/predict/demo_val.png" docs/images/predict.png
 python3 tools/visualize_fine.py -c "$CONFIG" -r "$CKPT" "$IMAGE" -o docs/images/fine_maps.png --dpi 60
 python3 tools/plot_log.py output/demo_shapes/log.txt -o docs/images/curves.png --dpi 70
+# eval.py --plots (no -c: the config the checkpoint records): the five evaluation pictures
+python3 eval.py -r "$CKPT" --plots output/demo_shapes/plots
 rm -r "$tmp"
 ls -l docs/images/*.png

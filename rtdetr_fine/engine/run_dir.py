@@ -2,12 +2,14 @@
 
 A run folder holds last.pth, best.pth and log.txt (plus config.yml and tensorboard/). A new run
 (no -r, or -r from another folder) refuses a folder that holds a run, naming the ways on; with
---overwrite it replaces the run and says what it removed.
+--overwrite it replaces the run and says what it removed. A resumed run continues in the folder of its
+checkpoint unless output_dir is given with -u (resume_folder).
 """
 import glob
 import os
 
 from ..cli import UserError, check_output_dir
+from ..config import override_keys
 
 RUN_FILES = ("last.pth", "best.pth", "log.txt")
 
@@ -31,6 +33,21 @@ def _describe(out_dir: str, names: list) -> str:
         else:
             described.append(name)
     return ", ".join(described)
+
+
+def resume_folder(resume: str, overrides, configured: str) -> tuple:
+    """(output_dir of a run resumed from checkpoint `resume`, why): the checkpoint's own folder, where its
+    run is, unless output_dir is given explicitly, with -u output_dir=... (then `configured`, the config's
+    value after the overrides). A config file's output_dir is not explicit: every config names one, the
+    folder a run of it starts in, which need not be where this checkpoint is (a run started with
+    -u output_dir=X, or moved)."""
+    folder = os.path.dirname(resume) or "."
+    if "output_dir" in override_keys(overrides):
+        elsewhere = "" if _same_folder(folder, configured) else f"; the run of {resume} (in {folder}) goes on there"
+        return configured, f"given with -u{elsewhere}"
+    unused = "" if _same_folder(folder, configured) else (
+        f"; the config's output_dir {configured} is not used: -u output_dir=... writes elsewhere")
+    return folder, f"the folder of -r {resume}, where its run is{unused}"
 
 
 def check_run_dir(out_dir: str, resume: str | None = None, overwrite: bool = False) -> None:

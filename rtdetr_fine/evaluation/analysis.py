@@ -89,7 +89,25 @@ def count_false_positives(gt_dict, detections, img_ids=None, score_threshold=0.5
     gt_dict: the COCO annotation dict; detections: COCO results ({image_id, category_id, bbox, score});
     img_ids: the evaluated images (default: every image of gt_dict), also the per-image denominator.
     """
-    images = set(int(i) for i in (img_ids if img_ids is not None else [im["id"] for im in gt_dict["images"]]))
+    images = _evaluated_images(gt_dict, img_ids)
+    _, outcomes = confident_outcomes(gt_dict, detections, images, score_threshold, iou_threshold)
+    counts = {"tp": 0, "fp": 0, "ignored": 0}
+    for outcome in outcomes:
+        counts[outcome] += 1
+    num_images = len(images)
+    return {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "images": num_images,
+            "detections": sum(counts.values()), "true_positives": counts["tp"],
+            "false_positives": counts["fp"], "ignored_crowd": counts["ignored"],
+            "per_image": counts["fp"] / num_images if num_images else 0.0}
+
+
+def _evaluated_images(gt_dict, img_ids) -> set:
+    return set(int(i) for i in (img_ids if img_ids is not None else [im["id"] for im in gt_dict["images"]]))
+
+
+def confident_outcomes(gt_dict, detections, images, score_threshold=0.5, iou_threshold=0.5) -> tuple:
+    """(scores [N], outcomes [N] 'tp' | 'fp' | 'ignored') of the detections with score >= score_threshold on
+    the images `images` (a set of ids), matched as count_false_positives describes."""
     gts, crowds, dets = defaultdict(list), defaultdict(list), defaultdict(list)
     for ann in gt_dict["annotations"]:
         if ann["image_id"] in images:
@@ -97,17 +115,34 @@ def count_false_positives(gt_dict, detections, img_ids=None, score_threshold=0.5
     for det in detections:
         if det["image_id"] in images and det["score"] >= score_threshold:
             dets[(det["image_id"], det["category_id"])].append(det)
-
-    counts = {"tp": 0, "fp": 0, "ignored": 0}
+    scores, outcomes = [], []
     for key, group in dets.items():
         group = sorted(group, key=lambda d: -d["score"])        # stable: ties keep input order
-        for outcome in match_detections([d["bbox"] for d in group], gts[key], crowds[key], iou_threshold):
-            counts[outcome] += 1
-    num_images = len(images)
-    return {"score_threshold": score_threshold, "iou_threshold": iou_threshold, "images": num_images,
-            "detections": sum(counts.values()), "true_positives": counts["tp"],
-            "false_positives": counts["fp"], "ignored_crowd": counts["ignored"],
-            "per_image": counts["fp"] / num_images if num_images else 0.0}
+        outcomes += match_detections([d["bbox"] for d in group], gts[key], crowds[key], iou_threshold)
+        scores += [d["score"] for d in group]
+    return np.asarray(scores, dtype=np.float64), outcomes
+
+
+FP_CURVE_THRESHOLDS = np.round(np.arange(0.05, 1.0, 0.05), 2)   # 0.05, 0.10, ..., 0.95
+
+
+def false_positive_curve(gt_dict, detections, img_ids=None, thresholds=FP_CURVE_THRESHOLDS, iou_threshold=0.5):
+    """Fig. 4 left at every score threshold t of `thresholds`: {thresholds, false_positives_per_image,
+    true_positives_per_image}, each entry what count_false_positives(score_threshold=t) gives per image.
+
+    One matching at the lowest threshold serves them all: matching is greedy by score, so a detection's
+    outcome depends only on the detections scored above it, which every higher threshold keeps.
+    """
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    images = _evaluated_images(gt_dict, img_ids)
+    lowest = float(thresholds.min()) if thresholds.size else 0.0
+    scores, outcomes = confident_outcomes(gt_dict, detections, images, lowest, iou_threshold)
+    outcomes = np.asarray(outcomes, dtype=object)
+    per_image = max(len(images), 1)
+    fp = [int(np.sum((outcomes == "fp") & (scores >= t))) / per_image for t in thresholds]
+    tp = [int(np.sum((outcomes == "tp") & (scores >= t))) / per_image for t in thresholds]
+    return {"thresholds": thresholds.tolist(), "iou_threshold": iou_threshold, "images": len(images),
+            "false_positives_per_image": fp, "true_positives_per_image": tp}
 
 
 def gt_boxes_by_size(gt_dict, img_ids=None):

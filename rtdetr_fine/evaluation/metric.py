@@ -12,13 +12,19 @@ It always computes the 12 COCO numbers (coco_eval.py) and, for the metric asked 
   * voc07 / voc: VOC2007 11-point / VOC2010+ all-point AP per class and their mean, mAP
            (voc_eval.py: difficult objects are iscrowd: 1 and ignored; IoU 0.5; no detection cap).
 All values are fractions (0..1), like the COCO numbers.
+
+precision_recall_curves gives the curves behind these numbers (eval.py --plots): per class and IoU
+threshold, the interpolated precision at COCO's 101 recall levels; with the COCO metric they are
+COCOeval's own precision array, with a VOC metric the same interpolation of the devkit's curves.
 """
 from typing import NamedTuple
+
+import numpy as np
 
 from ..config import EVAL_METRICS
 from .analysis import mean_precision
 from .coco_eval import coco_bbox_eval, load_coco_gt
-from .voc_eval import voc_eval
+from .voc_eval import class_outcomes, precision_recall, voc_eval
 
 METRIC_TITLES = {
     "coco": "COCO AP (IoU 0.50:0.95, area all, maxDets 100)",
@@ -99,3 +105,62 @@ def format_per_class(result: MetricResult) -> str:
         shown = f"{ap:7.4f}" if ap >= 0 else "    n/a"
         lines.append(f"  {name:<20} {shown}  {result.objects[name]}")
     return "\n".join(lines)
+
+
+RECALL_LEVELS = np.linspace(0.0, 1.0, 101)   # COCO's recall levels (COCOeval params.recThrs)
+
+
+class PRCurves(NamedTuple):
+    """Precision at each recall level r of `recall` (the largest precision at recall >= r, 0 when r is
+    never reached): by_iou[IoU threshold][class name] -> [R] for the classes with ground truth."""
+    recall: np.ndarray
+    by_iou: dict
+    metric: str
+
+    def mean(self, iou: float) -> np.ndarray:
+        """The mean curve over the classes at `iou` [R]; its mean over recall levels is the AP at that IoU
+        with COCO's interpolation (COCO: AP50 at 0.5, AP75 at 0.75)."""
+        curves = list(self.by_iou[iou].values())
+        return np.mean(curves, axis=0) if curves else np.zeros_like(self.recall)
+
+
+def interpolated_precision(recall: np.ndarray, precision: np.ndarray, levels=RECALL_LEVELS) -> np.ndarray:
+    """COCO's interpolation of a precision-recall curve (detections in score order): at each recall
+    level, the largest precision at a recall >= it; 0 beyond the largest recall reached."""
+    if not len(recall):
+        return np.zeros(len(levels))
+    envelope = np.maximum.accumulate(np.asarray(precision, dtype=np.float64)[::-1])[::-1]
+    first = np.searchsorted(recall, levels, side="left")            # recall is non-decreasing
+    return np.where(first < len(recall), envelope[np.minimum(first, len(recall) - 1)], 0.0)
+
+
+def precision_recall_curves(gt: dict, detections: list, metric: str, cocoeval=None, img_ids=None,
+                            ious=(0.5, 0.75)) -> PRCurves:
+    """The precision-recall curves at the IoU thresholds `ious`, per class with ground truth (names as in
+    MetricResult.per_class). coco: COCOeval's accumulated precision (area all, maxDets 100; cocoeval None,
+    i.e. no detections: zeros); voc07 / voc: the devkit's matching (voc_eval.py; difficult objects ignored,
+    no detection cap) at each IoU, interpolated as COCO does."""
+    metric_key(metric)
+    names = class_names(gt["categories"])
+    by_iou = {}
+    if metric == "coco":
+        counts = object_counts(gt, img_ids)
+        for iou in ious:
+            by_iou[iou] = {names[c]: (coco_class_curve(cocoeval, c, iou) if cocoeval is not None
+                                      else np.zeros(len(RECALL_LEVELS))) for c, n in counts.items() if n}
+        recall = np.asarray(cocoeval.params.recThrs) if cocoeval is not None else RECALL_LEVELS
+        return PRCurves(recall, by_iou, metric)
+    for iou in ious:
+        outcomes = class_outcomes(gt, detections, img_ids, iou)
+        by_iou[iou] = {names[c]: interpolated_precision(*precision_recall(tp, fp, n))
+                       for c, (tp, fp, n) in outcomes.items() if n}
+    return PRCurves(RECALL_LEVELS, by_iou, metric)
+
+
+def coco_class_curve(cocoeval, category: int, iou: float) -> np.ndarray:
+    """COCOeval's interpolated precision [R] of one category at one IoU threshold (area all, maxDets 100)."""
+    p = cocoeval.params
+    t = int(np.flatnonzero(np.isclose(np.asarray(p.iouThrs), iou))[0])
+    precision = cocoeval.eval["precision"][t, :, list(p.catIds).index(category),
+                                           list(p.areaRngLbl).index("all"), list(p.maxDets).index(100)]
+    return np.clip(np.asarray(precision, dtype=np.float64), 0.0, None)

@@ -70,16 +70,23 @@ def area_under_envelope(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((r[steps] - r[steps - 1]) * envelope[steps]))
 
 
+def precision_recall(tp: np.ndarray, fp: np.ndarray, num_objects: int) -> tuple:
+    """Step 3 for one class: (recall [D], precision [D]) after each detection in score order, from their
+    TP / FP flags (both 0 = ignored) and the class's non-difficult boxes (> 0)."""
+    true_pos, false_pos = np.cumsum(tp), np.cumsum(fp)
+    recall = true_pos / num_objects
+    counted = true_pos + false_pos
+    precision = np.divide(true_pos, counted, out=np.zeros_like(true_pos), where=counted > 0)
+    return recall, precision
+
+
 def average_precision(tp: np.ndarray, fp: np.ndarray, num_objects: int, metric: str) -> float:
     """AP of one class from its detections' TP / FP flags in score order (both 0 = ignored)."""
     if metric not in VOC_METRICS:
         raise ValueError(f"unknown VOC metric {metric!r}; expected one of {VOC_METRICS}")
     if num_objects == 0:
         return 0.0
-    true_pos, false_pos = np.cumsum(tp), np.cumsum(fp)
-    recall = true_pos / num_objects
-    counted = true_pos + false_pos
-    precision = np.divide(true_pos, counted, out=np.zeros_like(true_pos), where=counted > 0)
+    recall, precision = precision_recall(tp, fp, num_objects)
     return eleven_point_ap(recall, precision) if metric == "voc07" else area_under_envelope(recall, precision)
 
 
@@ -117,13 +124,11 @@ def detection_outcomes(det_images: np.ndarray, det_boxes: np.ndarray, gt_images:
     return tp, fp
 
 
-def voc_eval(gt: dict, detections: list, metric: str = "voc07", img_ids=None,
-             iou_threshold: float = IOU_THRESHOLD) -> VOCResult:
-    """VOC AP per category and mAP of `detections` (COCO results: image_id, category_id, bbox xywh,
-    score) against `gt` (a COCO annotation dict, difficult objects as iscrowd: 1), over the images
-    img_ids (default: all of gt's). Detections on other images or categories are not scored."""
-    if metric not in VOC_METRICS:
-        raise ValueError(f"unknown VOC metric {metric!r}; expected one of {VOC_METRICS}")
+def class_outcomes(gt: dict, detections: list, img_ids=None, iou_threshold: float = IOU_THRESHOLD) -> dict:
+    """Steps 1-2 for every category of `gt`: {category id: (tp [D], fp [D], non-difficult boxes)}, the
+    flags of the category's detections in score order (detection_outcomes). `detections` are COCO
+    results (image_id, category_id, bbox xywh, score), `gt` a COCO annotation dict (difficult objects
+    as iscrowd: 1); only the images img_ids count (default: all of gt's)."""
     images = {int(i) for i in (img_ids if img_ids is not None else [im["id"] for im in gt["images"]])}
     anns = [a for a in gt["annotations"] if a["image_id"] in images]
     gt_cats = np.array([a["category_id"] for a in anns], dtype=np.int64)
@@ -137,14 +142,26 @@ def voc_eval(gt: dict, detections: list, metric: str = "voc07", img_ids=None,
     det_boxes = np.array([d["bbox"] for d in dets], dtype=np.float64).reshape(-1, 4)
     det_scores = np.array([d["score"] for d in dets], dtype=np.float64)
 
-    ap, objects = {}, {}
+    outcomes = {}
     for category in sorted(c["id"] for c in gt["categories"]):
         g = gt_cats == category                         # boxes in the file's order (the devkit's jmax tie rule)
         d = np.flatnonzero(det_cats == category)
         d = d[np.argsort(-det_scores[d], kind="stable")]
         tp, fp = detection_outcomes(det_images[d], det_boxes[d], gt_images[g], gt_boxes[g], gt_difficult[g],
                                     iou_threshold)
-        objects[category] = int((~gt_difficult[g]).sum())
-        ap[category] = average_precision(tp, fp, objects[category], metric)
+        outcomes[category] = (tp, fp, int((~gt_difficult[g]).sum()))
+    return outcomes
+
+
+def voc_eval(gt: dict, detections: list, metric: str = "voc07", img_ids=None,
+             iou_threshold: float = IOU_THRESHOLD) -> VOCResult:
+    """VOC AP per category and mAP of `detections` (COCO results: image_id, category_id, bbox xywh,
+    score) against `gt` (a COCO annotation dict, difficult objects as iscrowd: 1), over the images
+    img_ids (default: all of gt's). Detections on other images or categories are not scored."""
+    if metric not in VOC_METRICS:
+        raise ValueError(f"unknown VOC metric {metric!r}; expected one of {VOC_METRICS}")
+    outcomes = class_outcomes(gt, detections, img_ids, iou_threshold)
+    ap = {c: average_precision(tp, fp, n, metric) for c, (tp, fp, n) in outcomes.items()}
+    objects = {c: n for c, (_, _, n) in outcomes.items()}
     mean = float(np.mean(list(ap.values()))) if ap else 0.0
     return VOCResult(metric, mean, ap, objects)

@@ -252,3 +252,14 @@ def test_data_job_times_our_loader_and_the_official_pipeline(tmp_path):
     assert "| ours: build_train_loader |" in table and "vs official" in table and "Where the time goes, ours:" in table
     assert (tmp_path / "benchmark.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert benchmark.main(["--data", "--data-images", "2", "--out-dir", str(tmp_path)]) == 1   # less than a batch
+
+
+def test_a_missing_package_stops_the_benchmark_before_any_timing(tmp_path, capsys, monkeypatch):
+    """matplotlib (the plot, drawn last) missing: one line naming the pip install, before a model is built."""
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib"
+                        else real_find_spec(name, *a))
+    monkeypatch.setattr(configs, "run", lambda *a, **k: pytest.fail("the job started"))
+    assert benchmark.main(["--ablation", "--runs", "1", "--out-dir", str(tmp_path / "b")]) == 1
+    assert "benchmark.py needs matplotlib, not installed here: pip install matplotlib" in capsys.readouterr().err

@@ -46,7 +46,13 @@ def test_selective_channels_and_gain():
 
 def test_config_without_fine_and_missing_image_are_clear_errors(custom_run, tmp_path, capsys):
     image = first_val_image(custom_run)
-    cases = [([image, "-c", config_path("rtdetr_r18.yml")], "fine.enabled is false"),
+    ckpt = torch.load(custom_run["ckpt"], map_location="cpu", weights_only=True)
+    ckpt["config"]["fine"]["enabled"] = False          # the config of a run without FINE
+    ckpt["config"]["encoder"]["alignment"] = None      # (a resolved config says it twice)
+    torch.save(ckpt, tmp_path / "no_fine.pth")
+    assert visualize_fine.main([image, "-r", str(tmp_path / "no_fine.pth"), "-o", str(tmp_path / "x.png")]) == 1
+    assert "fine.enabled is false" in capsys.readouterr().err
+    cases = [([image, "-c", config_path("rtdetr_r18.yml")], "fine.enabled: True in the checkpoint's config, False"),
              ([str(tmp_path / "nope.png"), "-c", custom_run["config"], "-u", *custom_run["overrides"]],
               f"image not found: {tmp_path / 'nope.png'}")]
     for argv, message in cases:
