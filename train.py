@@ -39,6 +39,7 @@ from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_s
 from rtdetr_fine.checkpoint import config_for_checkpoint, recorded_class_set
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.config import dump_config
+from rtdetr_fine.config import RULES
 from rtdetr_fine.engine import amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.evaluation.flops import count_params
 from rtdetr_fine.evaluation.metric import metric_key
@@ -87,6 +88,8 @@ def main(argv=None):
     else:
         cfg, source = rtdetr_fine.load_config(args.config, args.update), args.config
     if args.seed is not None:
+        if RULES["seed"](args.seed):   # the config key's range (torch.manual_seed's), for the flag too
+            raise cli.UserError(f"--seed {RULES['seed'](args.seed)}, got {args.seed}")
         cfg["seed"] = args.seed
     if args.depth and not cfg["anydepth"]["enabled"]:
         raise cli.UserError(f"--depth needs an any-depth config; config {source} has anydepth.enabled: false")

@@ -306,12 +306,17 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
     with the same description, not skipped.
     Returns which weights were loaded ('ema', 'model' or 'state_dict'; a transformers file is a state dict).
     """
-    state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
+    try:
+        state, which = extract_state_dict(read_checkpoint(path), prefer_ema)
+    except ValueError as e:
+        raise ValueError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+    _check_tensors(path, which, state)
     try:
         state = canonical_names(state)
     except ValueError as e:   # a foreign layout that refuses what it holds (layouts/)
         raise ValueError(f"checkpoint {path}: {e}") from None
     own = model.state_dict()
+    _check_weight_values(path, which, state, own)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
@@ -341,6 +346,32 @@ def load_weights(model, path, finetune=False, prefer_ema=True, log=print):
             "it used block 0's main norms at every depth, so their twins start as copies of them")
         init_skip_norms_from_main(model, state, log)
     return which
+
+
+def _check_tensors(path, which, state) -> None:
+    """Every entry of the state dict is a tensor (a number or a string in its place is refused by name)."""
+    wrong = [(k, v) for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if wrong:
+        k, v = wrong[0]
+        raise ValueError(f"checkpoint {path} ({which}): {len(wrong)} entries are not tensors, e.g. '{k}' is a "
+                         f"{type(v).__name__} ({str(v)[:40]}); not a state dict torch.save wrote from a model")
+
+
+def _check_weight_values(path, which, state, own) -> None:
+    """Weights the model keeps in floating point must come as floating point (an integer tensor would be cast
+    without a word: not a checkpoint of this model) and be finite (NaN/inf: the run that wrote it diverged)."""
+    fits = [k for k, v in state.items() if k in own and own[k].is_floating_point() and own[k].shape == v.shape]
+    integer = [k for k in fits if not state[k].is_floating_point()]
+    if integer:
+        raise ValueError(f"checkpoint {path} ({which}): {len(integer)} weights are stored as integers where the "
+                         f"model has floating-point weights, e.g. '{integer[0]}' is {state[integer[0]].dtype} "
+                         f"(the model's is {own[integer[0]].dtype}); they would be cast silently, so the file is "
+                         "refused: it is not a checkpoint of this model")
+    broken = [k for k in fits if not bool(torch.isfinite(state[k]).all())]
+    if broken:
+        raise ValueError(f"checkpoint {path} ({which}): its weights are not finite: {len(broken)} tensors hold NaN "
+                         f"or inf values, e.g. '{broken[0]}' ({_modules_of(broken)}); the training that wrote it "
+                         "diverged: use an earlier checkpoint")
 
 
 def _modules_of(names, shown=6) -> str:

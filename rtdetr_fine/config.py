@@ -12,6 +12,7 @@ import math
 import os
 import re
 
+import regex
 import yaml
 
 COCO_MULTI_SCALES = [480, 512, 544, 576, 608, 640, 640, 640, 672, 704, 736, 768, 800]
@@ -132,6 +133,17 @@ DEFAULTS = {
 FREE_FORM = {"criterion.weight_dict"}
 # Keys that take a positive integer or the string "auto".
 INT_OR_AUTO = {"num_classes"}
+# Keys that take an integer (square) or [height, width] (their rule in RULES checks them).
+INT_OR_PAIR = {"train_dataloader.image_size", "val_dataloader.image_size"}
+# Keys only one detector family reads (build.py): set on the other family they would be silently ignored.
+# SSD300 reads backbone.pretrained only; RT-DETR never reads `ssd`.
+FAMILY_KEYS = {
+    "rtdetr": ("backbone.type", "backbone.depth", "backbone.variant", "backbone.num_stages", "backbone.return_idx",
+               "backbone.freeze_at", "backbone.freeze_norm", "encoder.", "fine.", "decoder.", "criterion.",
+               "postprocessor.", "anydepth."),
+    "ssd300": ("ssd.",),
+}
+FAMILY_NAMES = {"rtdetr": "RT-DETR", "ssd300": "SSD300"}
 
 # Keys of earlier versions, with what replaces them.
 REMOVED_KEYS = {
@@ -143,6 +155,22 @@ OPTIMIZER_GROUP_KEYS = {"params", "lr", "weight_decay"}
 ACTIVATIONS = ("relu", "silu", "gelu")                       # rtdetr_fine/nn/layers.py get_activation
 CRITERION_LOSSES = {"vfl": ("loss_vfl",), "boxes": ("loss_bbox", "loss_giou")}   # rtdetr_fine/rtdetr/criterion.py
 RTDETR_SIZE_DIVISIBILITY = 32                                # the coarsest feature stride (deploy.size_divisibility)
+# Upper bounds of the size-like keys: generous (far above any published recipe), but finite, so that
+# `num_classes=10**12` is a config error naming the key, not an allocation error deep in torch.
+MAX_CLASSES = 100_000          # LVIS has 1,203 categories
+MAX_QUERIES = 10_000           # decoder.num_queries, decoder.num_denoising (RT-DETR: 300, 100; DINO: 900)
+MAX_DETECTIONS = 100_000       # postprocessor.num_top_queries, ssd.topk_candidates / detections_per_img
+MAX_CHANNELS = 16_384          # hidden dims and input channels (RT-DETR: 256; ResNet's widest map: 2048)
+MAX_FEEDFORWARD = 65_536       # dim_feedforward
+MAX_HEADS = 1_024
+MAX_LAYERS = 100               # encoder / decoder / CFSAM layers (RT-DETR: 1 / 6)
+MAX_IMAGE_SIDE = 8_192         # px, each side of image_size, multi_scale entries and demo.image_size
+MAX_BATCH = 4_096              # images per batch
+MAX_WORKERS = 256              # DataLoader processes
+MAX_EPOCHS = 100_000
+MAX_ITERATIONS = 10**9         # warmup_iters, ema.warmups, log_every
+MAX_DEMO_IMAGES = 100_000
+MAX_SEED = 2**63 - 1           # what torch.manual_seed takes
 
 
 class ConfigError(ValueError):
@@ -156,11 +184,98 @@ class _Loader(yaml.SafeLoader):
     and Python see them (PyYAML follows YAML 1.1, which reads them as strings: `optimizer.lr=1e-4`
     would then be refused as not a number)."""
 
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._key_path, self._open_anchors = [], []   # the keys and anchors of the values being composed
+        self._composed = 0                              # values composed so far (aliases not expanded)
+
+    def compose_node(self, parent, index):
+        return _compose_node_bounded(self, parent, index)
+
+    def compose_document(self):
+        root = super().compose_document()
+        _check_expanded_size(root)
+        return root
+
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+0123456789."))
+
+# A config is small (the largest here has a few hundred values, nested 4 deep). These bounds keep a
+# hostile file from hanging or crashing the reader: an alias bomb ("billion laughs": aliases of
+# aliases) is refused by the number of values it expands to, before anything walks it; nesting deeper
+# than MAX_YAML_DEPTH is refused before Python's recursion limit is reached; an alias inside the
+# value it names (`fine: &f {attention: *f}`) is refused by name instead of building a cyclic dict.
+MAX_YAML_DEPTH = 32
+MAX_YAML_VALUES = 10_000
+
+
+class YamlLimitError(ValueError):
+    """A YAML document beyond the bounds above (the reader adds the file or override)."""
+
+
+def _compose_node_bounded(self, parent, index):
+    """yaml's Composer.compose_node, refusing self-referencing aliases and nesting deeper than MAX_YAML_DEPTH."""
+    path = self._key_path + ([] if index is None or parent is None else [_node_name(index)])
+    if self.check_event(yaml.AliasEvent):
+        anchor = self.peek_event().anchor
+        if anchor in self._open_anchors:
+            raise YamlLimitError(f"key '{_dotted(path)}' refers to itself (alias *{anchor} inside the value "
+                                 f"anchored &{anchor}); a config value cannot contain itself")
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    if len(self._open_anchors) >= MAX_YAML_DEPTH:
+        raise YamlLimitError(f"key '{_dotted(path[:4])}...' is nested more than {MAX_YAML_DEPTH} levels deep "
+                             "(a config nests a few levels)")
+    self._composed += 1
+    if self._composed > MAX_YAML_VALUES:   # stop reading a huge document early (not after building it)
+        raise YamlLimitError(f"the document holds more than the {MAX_YAML_VALUES} values a config may hold "
+                             f"(reading stopped at key '{_dotted(path)}')")
+    anchor = self.peek_event().anchor
+    saved = self._key_path
+    self._key_path = path
+    self._open_anchors.append(anchor)
+    try:
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self._open_anchors.pop()
+        self._key_path = saved
+
+
+def _node_name(index):
+    """A mapping value's key node -> its text; a list position -> [i]."""
+    return f"[{index}]" if isinstance(index, int) else str(getattr(index, "value", index))
+
+
+def _dotted(path):
+    return ".".join(path).replace(".[", "[") or "(top level)"
+
+
+def _expanded_size(node, memo):
+    """How many values `node` holds once its aliases are expanded (each alias counts what it names)."""
+    if id(node) not in memo:
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        memo[id(node)] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[id(node)]
+
+
+def _check_expanded_size(root):
+    memo = {}
+    total = _expanded_size(root, memo)
+    if total <= MAX_YAML_VALUES:
+        return
+    biggest = ""
+    if isinstance(root, yaml.MappingNode) and root.value:
+        key, value = max(root.value, key=lambda pair: _expanded_size(pair[1], memo))
+        biggest = f"; key '{_node_name(key)}' alone holds {_expanded_size(value, memo)}"
+    raise YamlLimitError(f"the document expands (through its YAML aliases) to {total} values, more than the "
+                         f"{MAX_YAML_VALUES} a config may hold{biggest}")
 
 
 def image_hw(size) -> tuple:
@@ -168,8 +283,14 @@ def image_hw(size) -> tuple:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _yaml_load(stream):
-    return yaml.load(stream, Loader=_Loader)   # noqa: S506 - _Loader is a SafeLoader
+def _yaml_load(stream, key_path=()):
+    """yaml.load with _Loader; key_path: the dotted key the document is the value of (an override's)."""
+    loader = _Loader(stream)
+    loader._key_path = list(key_path)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_config(path: str, overrides=()) -> dict:
@@ -218,6 +339,8 @@ def _read_with_includes(path, seen, sources, included_from=None):
     where = f" (included from {included_from})" if included_from else ""
     if path in seen:
         raise ConfigError(f"{path}: include cycle through {' -> '.join(seen)}")
+    if len(seen) >= MAX_YAML_DEPTH:
+        raise ConfigError(f"{path}{where}: __include__s nested more than {MAX_YAML_DEPTH} files deep")
     if os.path.isdir(path):
         raise ConfigError(f"config {path}{where} is a directory, not a YAML file")
     if not os.path.isfile(path):
@@ -225,6 +348,8 @@ def _read_with_includes(path, seen, sources, included_from=None):
     try:
         with open(path, encoding="utf-8") as f:
             data = _yaml_load(f)
+    except YamlLimitError as e:
+        raise ConfigError(f"{path}{where}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except UnicodeDecodeError as e:
@@ -315,6 +440,8 @@ def _checked_value(key, default, value, source):
     """The value's type against the default's (ranges and the keys without a typed default: RULES)."""
     if default is None or value is None:
         return copy.deepcopy(value)
+    if key in INT_OR_PAIR and isinstance(value, list):
+        return copy.deepcopy(value)   # [height, width]
     if isinstance(default, bool) != isinstance(value, bool):
         expected = "true or false" if isinstance(default, bool) else f"a {type(default).__name__}"
         raise ConfigError(f"{source}: config key '{key}' expects {expected}, got {value!r}")
@@ -341,8 +468,13 @@ def _parse_override(item, source):
     parts = key.strip().split(".")
     if not all(parts):
         raise ConfigError(f"{source}: '{key}' is not a dotted key (e.g. optimizer.lr=1e-4)")
+    if len(parts) > MAX_YAML_DEPTH:
+        raise ConfigError(f"override '{key[:60]}...': the key has {len(parts)} dotted parts, more than the "
+                          f"{MAX_YAML_DEPTH} levels a config nests")
     try:
-        value = _yaml_load(raw) if raw.strip() != "" else ""
+        value = _yaml_load(raw, parts) if raw.strip() != "" else ""
+    except YamlLimitError as e:
+        raise ConfigError(f"{source}: {e}") from None
     except yaml.YAMLError:
         value = raw
     out = value
@@ -361,11 +493,12 @@ def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _int(low=None):
-    """An integer (not a bool), at least `low`."""
+def _int(low=None, high=None):
+    """An integer (not a bool), at least `low` and at most `high`."""
     def check(v, cfg=None):
-        return None if _is_int(v) and (low is None or v >= low) else \
-            "must be an integer" + ("" if low is None else f" >= {low}")
+        if _is_int(v) and (low is None or v >= low) and (high is None or v <= high):
+            return None
+        return "must be an integer" + ("" if low is None else f" >= {low}") + ("" if high is None else f" and <= {high}")
     return check
 
 
@@ -430,6 +563,8 @@ def _image_size(v, cfg):
     sides = [v] if _is_int(v) else v if isinstance(v, list) and len(v) == 2 and all(map(_is_int, v)) else None
     if sides is None or min(sides) <= 0:
         return "must be a positive integer (square) or [height, width]"
+    if max(sides) > MAX_IMAGE_SIDE:
+        return f"must be at most {MAX_IMAGE_SIDE} px a side"
     if cfg["detector"] == "ssd300":
         from .ssd.model import SSD300
         if min(sides) < SSD300.min_size:
@@ -439,6 +574,14 @@ def _image_size(v, cfg):
         return (f"must be a multiple of {RTDETR_SIZE_DIVISIBILITY} for RT-DETR (its coarsest feature stride), "
                 f"e.g. {_round_to(sides[0], RTDETR_SIZE_DIVISIBILITY)}")
     return None
+
+
+def _feat_strides(v, cfg=None):
+    """The strides of the maps the encoder gets: increasing powers of two (FINE pools by their ratios)."""
+    if isinstance(v, list) and v and all(_is_int(s) and 1 <= s <= MAX_IMAGE_SIDE and s & (s - 1) == 0 for s in v) \
+            and v == sorted(set(v)):
+        return None
+    return "must be increasing powers of two, one per map the backbone returns (e.g. [8, 16, 32])"
 
 
 def _round_to(value, step):
@@ -520,11 +663,12 @@ def _encoder_idx(v, cfg):
 RULES = {
     "detector": _one_of(*DETECTORS),
     "cross_layer": _optional(_one_of(*CROSS_LAYER_MODULES)),
-    "num_classes": lambda v, cfg=None: None if v == "auto" or _int(1)(v) is None else "must be an integer >= 1 or auto",
+    "num_classes": lambda v, cfg=None: None if v == "auto" or _int(1, MAX_CLASSES)(v) is None else
+    f"must be an integer >= 1 and <= {MAX_CLASSES} or auto",
     "remap_mscoco_category": _boolean,
-    "epochs": _int(1),
+    "epochs": _int(1, MAX_EPOCHS),
     "output_dir": _text,
-    "seed": _int(),
+    "seed": _int(0, MAX_SEED),
     "backbone.type": _one_of("presnet", "resnet_adn"),
     "backbone.depth": _one_of(18, 34, 50, 101),
     "backbone.variant": _one_of("a", "b", "c", "d"),
@@ -533,13 +677,13 @@ RULES = {
     "backbone.freeze_at": _int(-1),                    # -1: nothing frozen
     "backbone.freeze_norm": _boolean,
     "backbone.pretrained": _pretrained,
-    "encoder.in_channels": _list_of(_int(1), "positive integers", min_len=1),
-    "encoder.feat_strides": _list_of(_int(1), "positive integers", min_len=1),
-    "encoder.hidden_dim": _int(1),
+    "encoder.in_channels": _list_of(_int(1, MAX_CHANNELS), f"integers from 1 to {MAX_CHANNELS}", min_len=1),
+    "encoder.feat_strides": _feat_strides,
+    "encoder.hidden_dim": _int(1, MAX_CHANNELS),
     "encoder.use_encoder_idx": _encoder_idx,
-    "encoder.num_encoder_layers": _int(0),
-    "encoder.nhead": _int(1),
-    "encoder.dim_feedforward": _int(1),
+    "encoder.num_encoder_layers": _int(0, MAX_LAYERS),
+    "encoder.nhead": _int(1, MAX_HEADS),
+    "encoder.dim_feedforward": _int(1, MAX_FEEDFORWARD),
     "encoder.dropout": _DROPOUT,
     "encoder.enc_act": _one_of(*ACTIVATIONS),
     "encoder.pe_temperature": _POSITIVE,
@@ -550,14 +694,14 @@ RULES = {
     "fine.enabled": _boolean,
     "fine.attention": lambda v, cfg=None: _one_of(*_fine_choices()[0])(v),
     "fine.modulation": lambda v, cfg=None: _one_of(*_fine_choices()[1])(v),
-    "fine.num_heads": _int(1),
-    "fine.ffn_ratio": _int(1),
+    "fine.num_heads": _int(1, MAX_HEADS),
+    "fine.ffn_ratio": _int(1, 64),
     "fine.upsample": _one_of("nearest", "bilinear"),
-    "cfsam.hidden_dim": _int(1),
-    "cfsam.num_layers": _int(1),
-    "cfsam.num_heads": _int(1),
-    "cfsam.dim_feedforward": _int(1),
-    "cfsam.parts": _int(1),
+    "cfsam.hidden_dim": _int(1, MAX_CHANNELS),
+    "cfsam.num_layers": _int(1, MAX_LAYERS),
+    "cfsam.num_heads": _int(1, MAX_HEADS),
+    "cfsam.dim_feedforward": _int(1, MAX_FEEDFORWARD),
+    "cfsam.parts": _int(1, 64),
     "cfsam.dropout": _DROPOUT,
     "cfsam.components": lambda v, cfg=None: _one_of(*_cfsam_components())(v),
     "cfsam.maps": lambda v, cfg: _cfsam_maps(v, cfg),
@@ -567,20 +711,20 @@ RULES = {
     "ssd.weight_dict.loss_conf": _NON_NEGATIVE,
     "ssd.score_thresh": _PROBABILITY,
     "ssd.nms_thresh": _PROBABILITY,
-    "ssd.topk_candidates": _int(1),
-    "ssd.detections_per_img": _int(1),
+    "ssd.topk_candidates": _int(1, MAX_DETECTIONS),
+    "ssd.detections_per_img": _int(1, MAX_DETECTIONS),
     "ssd.fc_init": lambda v, cfg=None: _one_of(*_ssd_fc_inits())(v),
-    "decoder.hidden_dim": _int(1),
-    "decoder.num_queries": _int(1),
-    "decoder.feat_channels": _list_of(_int(1), "positive integers", min_len=1),
-    "decoder.num_levels": _int(1),
-    "decoder.num_decoder_points": _int(1),
-    "decoder.nhead": _int(1),
-    "decoder.num_decoder_layers": _int(1),
-    "decoder.dim_feedforward": _int(1),
+    "decoder.hidden_dim": _int(1, MAX_CHANNELS),
+    "decoder.num_queries": _int(1, MAX_QUERIES),
+    "decoder.feat_channels": _list_of(_int(1, MAX_CHANNELS), f"integers from 1 to {MAX_CHANNELS}", min_len=1),
+    "decoder.num_levels": _int(1, 16),
+    "decoder.num_decoder_points": _int(1, 64),
+    "decoder.nhead": _int(1, MAX_HEADS),
+    "decoder.num_decoder_layers": _int(1, MAX_LAYERS),
+    "decoder.dim_feedforward": _int(1, MAX_FEEDFORWARD),
     "decoder.dropout": _DROPOUT,
     "decoder.activation": _one_of(*ACTIVATIONS),
-    "decoder.num_denoising": _int(0),
+    "decoder.num_denoising": _int(0, MAX_QUERIES),
     "decoder.label_noise_ratio": _PROBABILITY,
     "decoder.box_noise_scale": _NON_NEGATIVE,
     "decoder.learnt_init_query": _boolean,
@@ -596,22 +740,22 @@ RULES = {
     "criterion.matcher.cost_giou": _NON_NEGATIVE,
     "criterion.matcher.alpha": _PROBABILITY,
     "criterion.matcher.gamma": _NON_NEGATIVE,
-    "postprocessor.num_top_queries": _int(1),
+    "postprocessor.num_top_queries": _int(1, MAX_DETECTIONS),
     "evaluator.metric": _one_of(*EVAL_METRICS),
     "train_dataloader.dataset.img_folder": _text,
     "train_dataloader.dataset.ann_file": _text,
     "train_dataloader.dataset.exif_transpose": _boolean,
-    "train_dataloader.total_batch_size": _int(1),
-    "train_dataloader.batch_size": _optional(_int(1), "null (then total_batch_size decides)"),
-    "train_dataloader.num_workers": _int(0),
+    "train_dataloader.total_batch_size": _int(1, MAX_BATCH),
+    "train_dataloader.batch_size": _optional(_int(1, MAX_BATCH), "null (then total_batch_size decides)"),
+    "train_dataloader.num_workers": _int(0, MAX_WORKERS),
     "train_dataloader.image_size": _image_size,
     "train_dataloader.multi_scale": _image_sizes,
-    "train_dataloader.no_aug_epochs": _int(0),
+    "train_dataloader.no_aug_epochs": _int(0, MAX_EPOCHS),
     "val_dataloader.dataset.img_folder": _text,
     "val_dataloader.dataset.ann_file": _text,
     "val_dataloader.dataset.exif_transpose": _boolean,
-    "val_dataloader.batch_size": _int(1),
-    "val_dataloader.num_workers": _int(0),
+    "val_dataloader.batch_size": _int(1, MAX_BATCH),
+    "val_dataloader.num_workers": _int(0, MAX_WORKERS),
     "val_dataloader.image_size": _image_size,
     "optimizer.type": _one_of(*OPTIMIZERS),
     "optimizer.momentum": _number(0, 1),
@@ -620,21 +764,21 @@ RULES = {
     "optimizer.betas": _list_of(_number(0, 1, high_open=True), "numbers in [0, 1)", length=2),
     "optimizer.params": _optimizer_params,
     "optimizer.clip_max_norm": _NON_NEGATIVE,
-    "optimizer.warmup_iters": _int(0),
+    "optimizer.warmup_iters": _int(0, MAX_ITERATIONS),
     "optimizer.lr_milestones": _lr_milestones,
     "optimizer.lr_gamma": _POSITIVE,
     "ema.enabled": _boolean,
     "ema.decay": _PROBABILITY,
-    "ema.warmups": _int(0),
+    "ema.warmups": _int(0, MAX_ITERATIONS),
     "amp.dtype": _one_of("bfloat16", "float16"),
     "sync_bn": _boolean,
     "find_unused_parameters": _boolean,
-    "log_every": _int(1),
+    "log_every": _int(1, MAX_ITERATIONS),
     "demo.enabled": _boolean,
     "demo.root": _text,
-    "demo.num_train": _int(1),
-    "demo.num_val": _int(1),
-    "demo.image_size": _int(32),
+    "demo.num_train": _int(1, MAX_DEMO_IMAGES),
+    "demo.num_val": _int(1, MAX_DEMO_IMAGES),
+    "demo.image_size": _int(32, MAX_IMAGE_SIDE),
     "anydepth.enabled": _boolean,
     "anydepth.min_decoder_layers": _optional(_min_decoder_layers, "null (all the full model runs)"),
     "anydepth.distill": _boolean,
@@ -726,12 +870,18 @@ def _validate_combinations(cfg, where):
     if cfg["anydepth"]["enabled"] and cfg["detector"] != "rtdetr":
         fail(("anydepth.enabled", "detector"), f"anydepth.enabled: true needs detector: rtdetr, got detector: "
              f"{cfg['detector']}")
+    _validate_family_keys(cfg, fail)
     if cfg["detector"] != "rtdetr":
         return
     _validate_anydepth_combinations(cfg, fail)
     if len(enc["feat_strides"]) != len(enc["in_channels"]):
         fail(("encoder.feat_strides", "encoder.in_channels"), f"encoder.feat_strides {enc['feat_strides']} needs "
              f"one stride per entry of encoder.in_channels {enc['in_channels']}")
+    backbone_strides = [4 * 2 ** i for i in cfg["backbone"]["return_idx"]]   # stages 0..3: strides 4..32
+    if enc["feat_strides"] != backbone_strides:
+        fail(("encoder.feat_strides", "backbone.return_idx"), f"encoder.feat_strides {enc['feat_strides']} must be "
+             f"the strides of the backbone's maps: backbone.return_idx {cfg['backbone']['return_idx']} returns "
+             f"strides {backbone_strides}")
     for name, section in (("encoder", enc), ("decoder", dec)):
         if section["hidden_dim"] % section["nhead"]:
             fail((f"{name}.hidden_dim", f"{name}.nhead"), f"{name}.hidden_dim={section['hidden_dim']} must be "
@@ -753,6 +903,17 @@ def _validate_combinations(cfg, where):
             fail(("postprocessor.num_top_queries", "decoder.num_queries", "num_classes"),
                  f"postprocessor.num_top_queries={cfg['postprocessor']['num_top_queries']} is more than the "
                  f"decoder.num_queries x num_classes = {most} scores there are")
+
+
+def _validate_family_keys(cfg, fail):
+    """Keys of the other detector family (FAMILY_KEYS) changed from their defaults: refused, naming them."""
+    family = cfg["detector"]
+    foreign = [key for other, prefixes in FAMILY_KEYS.items() if other != family
+               for key in leaf_keys(DEFAULTS) if key.startswith(prefixes) and _get(cfg, key) != _get(DEFAULTS, key)]
+    if foreign:
+        owner = next(other for other, prefixes in FAMILY_KEYS.items() if foreign[0].startswith(prefixes))
+        fail(tuple(foreign) + ("detector",), f"detector: {family} does not read the {FAMILY_NAMES[owner]}-only "
+             f"key(s) {', '.join(foreign)} (they would be ignored); remove them, or set detector: {owner}")
 
 
 def _resolve_alignment(cfg, fail):
@@ -805,10 +966,32 @@ def _validate_optimizer_groups(groups, where):
             value = group.get(key, 0.0)
             if not _is_number(value) or value < 0:
                 raise ConfigError(f"{at}.{key} must be a non-negative number, got {value!r}")
+        _check_regex_size(group["params"], f"{at}.params")
         try:
-            re.compile(group["params"])
-        except re.error as e:
+            regex.compile(group["params"], flags=regex.V0)   # as engine/optim.py matches it (re's syntax)
+        except regex.error as e:
             raise ConfigError(f"{at}.params is not a valid regex: {group['params']!r} ({e})") from None
+
+
+# A parameter name is under 200 characters, so a useful pattern is short and repeats little. The `regex`
+# module unrolls counted repeats when it compiles (`a{1000000000}` would take gigabytes): their bounds,
+# multiplied together (an upper estimate of the unrolled size), and the pattern's length are bounded.
+MAX_REGEX_LENGTH = 1_000
+MAX_REGEX_REPEATS = 10_000
+_COUNTED_REPEAT = re.compile(r"\\.|\{(\d*)(?:,(\d*))?\}", re.S)   # an escape (skipped) or {m,n}
+
+
+def _check_regex_size(pattern, key):
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ConfigError(f"{key} is a regex of {len(pattern)} characters, more than the {MAX_REGEX_LENGTH} a "
+                          "parameter-name pattern needs")
+    product = 1
+    for match in _COUNTED_REPEAT.finditer(pattern):
+        if not match.group(0).startswith("\\"):
+            product *= max(int(match.group(1) or 0), int(match.group(2) or 0), 1)
+    if product > MAX_REGEX_REPEATS:
+        raise ConfigError(f"{key} {pattern!r} repeats too much: its counted repeats ({{m,n}}) multiply to "
+                          f"{product}, more than {MAX_REGEX_REPEATS} (parameter names are short)")
 
 
 def dump_config(cfg):

@@ -15,7 +15,8 @@ SMALL = ["backbone.pretrained=null", "num_classes=3", "decoder.num_queries=30", 
 
 
 def build(name, *overrides):
-    cfg = rtdetr_fine.load_config(config_path(name), [*SMALL, *overrides])
+    small = SMALL[:2] if "ssd300" in name else SMALL   # SSD300 configs refuse RT-DETR-only keys
+    cfg = rtdetr_fine.load_config(config_path(name), [*small, *overrides])
     torch.manual_seed(0)
     return cfg, rtdetr_fine.build_model(cfg)
 

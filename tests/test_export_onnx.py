@@ -1,5 +1,6 @@
 """export_onnx.py, the command line: checkpoint loading, --simplify/--check, errors without tracebacks."""
 import os
+import sys
 
 import pytest
 import torch
@@ -96,3 +97,22 @@ def test_too_small_input_names_the_levels_as_numbers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "levels [(4, 4), (2, 2), (1, 1)]" in err and "tensor(" not in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())                       # no partial file
+
+
+@pytest.mark.parametrize("flag, module, package", [("--fp16", "onnxconverter_common", "onnxconverter-common"),
+                                                   ("--check", "onnxruntime", "onnxruntime")])
+def test_a_missing_optional_package_is_named_before_any_work(tmp_path, capsys, monkeypatch, flag, module, package):
+    """Issue 25: --fp16 without onnxconverter-common failed after the export and left an fp32 file at -o."""
+    from rtdetr_fine import deploy
+
+    def must_not_build(*a, **k):
+        raise AssertionError("the model was built before the optional packages were checked")
+    monkeypatch.setattr(deploy, "build_deploy_model", must_not_build)
+    monkeypatch.setitem(sys.modules, module, None)   # `import module` raises ImportError
+    out = tmp_path / "model.onnx"
+    capsys.readouterr()
+    assert run_script("export_onnx.py", ["-c", BASELINE, "-o", str(out), flag]) == 1
+    err = capsys.readouterr().err
+    assert f"export_onnx.py: error: export_onnx.py {flag} needs {package}, not installed here: pip install {package}" \
+        in err
+    assert not out.exists()

@@ -265,3 +265,19 @@ def test_bad_weights_and_inputs_are_named(custom_run, tmp_path, capsys):
                                          "-u", *custom_run["overrides"]]) == 1, message
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (message, err)
+
+
+def test_a_video_without_pyav_names_the_pip_install_before_any_work(tmp_path, capsys, monkeypatch):
+    """Issue 25: without PyAV, predict.py said "No module named 'av'"; now it names the install (cli.require),
+    before the checkpoint or the config is read (neither exists here)."""
+    monkeypatch.setitem(sys.modules, "av", None)   # `import av` raises ImportError
+    image = tmp_path / "a.jpg"
+    Image.new("RGB", (8, 8)).save(image)
+    for video in ("clip.mp4", "clip.avi"):
+        (tmp_path / video).write_bytes(b"not decoded")
+        argv = [str(image), str(tmp_path / video), "-c", str(tmp_path / "none.yml"), "-o", str(tmp_path / "o"),
+                "--onnx", str(image)]
+        assert run_script("predict.py", argv) == 1
+        err = capsys.readouterr().err
+        assert "reading and writing videos needs av, not installed here: pip install av" in err
+    assert not (tmp_path / "o").exists()

@@ -264,3 +264,29 @@ def test_best_checkpoint_follows_the_configs_voc_metric_and_survives_a_resume(tm
     best = torch.load(out / "best.pth", weights_only=True)
     assert best["epoch"] == 1 and best["best_voc07_mAP"] == 0.5
     assert torch.load(out / "last.pth", weights_only=True)["best_voc07_mAP"] == 0.5
+
+
+def test_hostile_configs_and_seeds_end_as_one_message_in_seconds(tmp_path, capsys):
+    """Issue 25: an alias bomb hung train.py (> 150 s), a self-reference was a RecursionError, seed=2**70 an
+    OverflowError naming nothing; each is now a message naming the file / key / flag, before any work."""
+    import threading
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text(f"__include__: {DEMO}\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n" + "".join(
+        f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]\n" for i in range(1, 10)))
+    selfref = tmp_path / "self.yml"
+    selfref.write_text(f"__include__: {DEMO}\nfine: &f {{attention: *f}}\n")
+    out = ["--device", "cpu", "-u", f"output_dir={tmp_path / 'o'}"]
+    cases = [(["-c", str(bomb), *out], "bomb.yml: the document expands (through its YAML aliases)"),
+             (["-c", str(selfref), *out], "self.yml: key 'fine.attention' refers to itself"),
+             (["-c", DEMO, *out, f"seed={2**70}"], f"override 'seed={2**70}': seed must be an integer >= 0 and <= "),
+             (["-c", DEMO, "--seed", str(2**70), *out], f"--seed must be an integer >= 0 and <= {2**63 - 1}, got")]
+    for argv, message in cases:
+        capsys.readouterr()
+        codes = []
+        worker = threading.Thread(target=lambda: codes.append(run_script("train.py", argv)), daemon=True)
+        worker.start()
+        worker.join(60)
+        assert codes == [1], f"train.py {argv} did not fail within 60 s"
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    assert not (tmp_path / "o").exists()

@@ -24,12 +24,18 @@ from rtdetr_fine.evaluation.reference import REFERENCE_CURVES, reference_curves 
 LOSS_TERMS = ("train_loss_vfl", "train_loss_bbox", "train_loss_giou")   # the last decoder layer's terms
 
 
+MAX_DPI = 600
+
+
 class LogError(cli.UserError):
     """A user-facing problem with a log file: printed without a traceback."""
 
 
 def read_log(path: str) -> list:
     """Epoch records of a train.py log.txt, one per epoch (the last one written), in epoch order."""
+    if os.path.isdir(path):
+        raise LogError(f"{path} is a folder, not a log file; give the run's log, e.g. "
+                       f"{os.path.join(path, 'log.txt')}")
     if not os.path.isfile(path):
         raise LogError(f"log not found: {path}")
     by_epoch = {}
@@ -106,8 +112,8 @@ def parse_args(argv=None):
 def work(argv=None):
     """The command line's work; main() runs it behind the error boundary (rtdetr_fine/cli.py)."""
     args = parse_args(argv)
-    if args.dpi < 1:
-        raise LogError(f"--dpi must be >= 1, got {args.dpi}")
+    if not 1 <= args.dpi <= MAX_DPI:   # the 16 x 4.8 inch figure: 600 dpi is already 9600 x 2880 px
+        raise LogError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")
     cli.require({"matplotlib": "matplotlib"}, "plot_log.py")
     runs = dict(zip(run_labels(args.logs), (read_log(p) for p in args.logs)))

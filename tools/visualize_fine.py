@@ -122,6 +122,9 @@ def plot_maps(image, maps, channels=3, title=""):
     return fig
 
 
+MAX_CHANNELS, MAX_DPI = 16, 300
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("image", metavar="IMAGE", help="image file")
@@ -139,10 +142,11 @@ def run(args, log=print):
     for what, path in (("image", args.image), ("checkpoint", args.resume)):
         if not os.path.isfile(path) and not (what == "checkpoint" and os.path.isdir(path)):   # or a transformers folder
             raise VisualizeError(f"{what} not found: {path}")
-    if args.channels < 0:
-        raise VisualizeError(f"--channels must be >= 0, got {args.channels}")
-    if args.dpi < 1:
-        raise VisualizeError(f"--dpi must be >= 1, got {args.dpi}")
+    # one 2.6-inch column per channel: 16 channels at 300 dpi is already a 16,000-pixel-wide PNG
+    if not 0 <= args.channels <= MAX_CHANNELS:
+        raise VisualizeError(f"--channels must be from 0 to {MAX_CHANNELS}, got {args.channels}")
+    if not 1 <= args.dpi <= MAX_DPI:
+        raise VisualizeError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")   # before the model runs
     cli.require({"matplotlib": "matplotlib"}, "visualize_fine.py")
     try:

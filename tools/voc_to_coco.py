@@ -14,6 +14,7 @@ them (as VOC's evaluation does) and rtdetr_fine's dataset leaves them out of the
 """
 import argparse
 import json
+import math
 import os
 import sys
 import xml.etree.ElementTree as ET
@@ -29,6 +30,9 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "tvmonitor")
 
 
+MAX_IMAGE_SIDE = 100_000   # px: VOC images are ~500; a larger <size> is a corrupt file
+
+
 class VOCFormatError(ValueError):
     pass
 
@@ -36,9 +40,20 @@ class VOCFormatError(ValueError):
 def _number(node, tag, path):
     child = node.find(tag)
     try:
-        return float(child.text)
+        value = float(child.text)
     except (AttributeError, TypeError, ValueError):
         raise VOCFormatError(f"{path}: missing or non-numeric <{tag}>") from None
+    if not math.isfinite(value):   # 1e400 reads as inf
+        raise VOCFormatError(f"{path}: <{tag}> is {child.text.strip()!r}, not a finite number")
+    return value
+
+
+def _image_side(size, tag, path):
+    value = _number(size, tag, path)
+    if value != int(value) or not 1 <= value <= MAX_IMAGE_SIDE:
+        raise VOCFormatError(f"{path}: <size><{tag}> must be a whole number of pixels from 1 to {MAX_IMAGE_SIDE}, "
+                             f"got {value:g}")
+    return int(value)
 
 
 def read_annotation(path: str) -> tuple[int, int, list[dict]]:
@@ -50,7 +65,7 @@ def read_annotation(path: str) -> tuple[int, int, list[dict]]:
     size = root.find("size")
     if size is None:
         raise VOCFormatError(f"{path}: no <size>")
-    width, height = int(_number(size, "width", path)), int(_number(size, "height", path))
+    width, height = _image_side(size, "width", path), _image_side(size, "height", path)
     objects = []
     for obj in root.findall("object"):
         name = (obj.findtext("name") or "").strip()
@@ -60,6 +75,10 @@ def read_annotation(path: str) -> tuple[int, int, list[dict]]:
         if box is None:
             raise VOCFormatError(f"{path}: object {name!r} has no <bndbox>")
         x1, y1, x2, y2 = (_number(box, t, path) for t in ("xmin", "ymin", "xmax", "ymax"))
+        if x2 < x1 or y2 < y1:   # VOC corners are inclusive: xmax == xmin is a box 1 px wide
+            raise VOCFormatError(f"{path}: object {len(objects) + 1} ({name!r}) has an inverted box: xmin {x1:g}, "
+                                 f"ymin {y1:g}, xmax {x2:g}, ymax {y2:g} (the max corner must not be left of or "
+                                 "above the min corner)")
         w, h = x2 - x1 + 1, y2 - y1 + 1
         objects.append({"category_id": VOC_CLASSES.index(name) + 1, "bbox": [x1 - 1, y1 - 1, w, h],
                         "area": w * h, "iscrowd": int((obj.findtext("difficult") or "0").strip() == "1")})
@@ -69,6 +88,7 @@ def read_annotation(path: str) -> tuple[int, int, list[dict]]:
 def convert(root: str, sets: list[str]) -> dict:
     """COCO dict for the image sets ("2007/trainval", ...) of the devkit at `root`."""
     images, annotations = [], []
+    listed = {}   # file name -> the image set list that first listed it
     for item in sets:
         year, _, split = item.partition("/")
         if not split:
@@ -80,9 +100,14 @@ def convert(root: str, sets: list[str]) -> dict:
         with open(list_file) as f:
             ids = [line.split()[0] for line in f if line.strip()]
         for image_name in ids:
+            file_name = f"VOC{year}/JPEGImages/{image_name}.jpg"
+            if file_name in listed:
+                raise VOCFormatError(f"image {image_name} of VOC{year} is listed twice: in {listed[file_name]} and "
+                                     f"{list_file}; each image is converted once (check the --sets entries)")
+            listed[file_name] = list_file
             width, height, objects = read_annotation(os.path.join(folder, "Annotations", f"{image_name}.xml"))
             image_id = len(images) + 1
-            images.append({"id": image_id, "file_name": f"VOC{year}/JPEGImages/{image_name}.jpg",
+            images.append({"id": image_id, "file_name": file_name,
                            "width": width, "height": height})
             for obj in objects:
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, **obj})

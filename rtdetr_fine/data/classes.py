@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import MAX_CLASSES
 from .coco_ids import COCO_LABEL_TO_CATEGORY, COCO_NAMES
 
 AUTO = "auto"
@@ -60,10 +61,13 @@ class ClassSet:
     @classmethod
     def from_dict(cls, d: dict, where: str = "checkpoint") -> "ClassSet":
         try:
-            return cls(int(d["num_classes"]), tuple(int(c) for c in d["category_ids"]),
-                       tuple(str(n) for n in d["names"]), bool(d.get("remap_mscoco_category", False)))
+            classes = cls(int(d["num_classes"]), tuple(int(c) for c in d["category_ids"]),
+                          tuple(str(n) for n in d["names"]), bool(d.get("remap_mscoco_category", False)))
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{where}: unreadable class set {d!r} ({e})") from None
+            raise ValueError(f"{where}: unreadable class set {str(d)[:200]} ({e})") from None
+        if not 1 <= classes.num_classes <= MAX_CLASSES:   # the num_classes rule's range (config.py)
+            raise ValueError(f"{where}: its class set has num_classes={classes.num_classes}, outside 1..{MAX_CLASSES}")
+        return classes
 
     def same_labels(self, other: "ClassSet") -> bool:
         """The same outputs for the same category ids (names may differ)."""
@@ -113,6 +117,8 @@ def class_set_from_categories(categories: list, num_classes, remap_mscoco_catego
             raise ValueError(f"{source} has no 'categories', so num_classes: auto cannot count them; "
                              "list the categories or set num_classes")
         n = len(ids)
+        if n > MAX_CLASSES:   # the num_classes rule's bound (config.py): a model this wide is a broken file
+            raise ValueError(f"{source} has {n} categories, more than the {MAX_CLASSES} num_classes may be")
     else:
         n = num_classes
         if len(ids) > n:

@@ -31,6 +31,10 @@ def _is_number(x):
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)   # JSON true is not an id (it equals 1 in Python)
+
+
 def _ann_name(ann, index):
     return f"annotation id {ann['id']}" if isinstance(ann, dict) and "id" in ann else f"annotation #{index}"
 
@@ -54,23 +58,30 @@ def read_coco_json(ann_file):
             raise CocoFormatError(f"{ann_file}: '{key}' must be a list, got {type(data[key]).__name__}")
 
     image_ids = set()
+    files = {}   # normalised file_name -> the image id that names it
     for i, img in enumerate(data["images"]):
         name = f"image id {img.get('id')}" if isinstance(img, dict) else f"image #{i}"
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int):
+        if not isinstance(img, dict) or not _is_int(img.get("id")):
             raise CocoFormatError(f"{ann_file}: {name} has no integer 'id'")
         if not isinstance(img.get("file_name"), str):
             raise CocoFormatError(f"{ann_file}: {name} has no 'file_name'")
         for key in ("width", "height"):
-            if not isinstance(img.get(key), int) or img[key] <= 0:
+            if not _is_int(img.get(key)) or img[key] <= 0:
                 raise CocoFormatError(f"{ann_file}: {name} needs a positive integer '{key}', got {img.get(key)!r}")
         if img["id"] in image_ids:
             raise CocoFormatError(f"{ann_file}: duplicate {name}")
         image_ids.add(img["id"])
+        file_key = os.path.normpath(img["file_name"])
+        if file_key in files:   # its objects would be trained twice, and scored as two images
+            raise CocoFormatError(f"{ann_file}: image ids {files[file_key]} and {img['id']} name the same file "
+                                  f"{img['file_name']!r}; list each image once (its annotations under one id)")
+        files[file_key] = img["id"]
 
     category_ids = set()
     for i, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int):
-            raise CocoFormatError(f"{ann_file}: category #{i} has no integer 'id'")
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise CocoFormatError(f"{ann_file}: category #{i} has no integer 'id'"
+                                  + (f" (got {cat.get('id')!r})" if isinstance(cat, dict) and "id" in cat else ""))
         if cat["id"] in category_ids:
             raise CocoFormatError(f"{ann_file}: duplicate category id {cat['id']}")
         category_ids.add(cat["id"])
@@ -83,11 +94,12 @@ def read_coco_json(ann_file):
         if ann["id"] in ann_ids:
             raise CocoFormatError(f"{ann_file}: duplicate {name}")
         ann_ids.add(ann["id"])
-        if ann.get("image_id") not in image_ids:
+        if not _is_int(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise CocoFormatError(f"{ann_file}: {name} refers to image_id {ann.get('image_id')!r}, "
                                   "which is not in 'images'")
-        if not isinstance(ann.get("category_id"), int):
-            raise CocoFormatError(f"{ann_file}: {name} has no integer 'category_id'")
+        if not _is_int(ann.get("category_id")):
+            raise CocoFormatError(f"{ann_file}: {name} has no integer 'category_id'"
+                                  + (f" (got {ann['category_id']!r})" if "category_id" in ann else ""))
         if ann["category_id"] not in category_ids:
             raise CocoFormatError(f"{ann_file}: {name} has category_id {ann['category_id']}, which is not among "
                                   f"the file's 'categories' (ids {sorted(category_ids)[:20]}"

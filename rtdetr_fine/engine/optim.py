@@ -1,8 +1,9 @@
 """Optimiser, learning-rate schedule and EMA of the RT-DETR recipe."""
 import copy
 import math
-import re
+import time
 
+import regex
 import torch
 from torch import nn
 
@@ -12,7 +13,7 @@ from ..distributed import unwrap
 
 def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float) -> list:
     """Optimiser groups as the official RT-DETR builds them from its YAML: each group's regex is
-    matched (re.search) on the trainable parameters' names; a group without lr / weight_decay
+    matched (re.search, bounded in time: _bounded_matches) on the trainable parameters' names; a group without lr / weight_decay
     gets the defaults; the names no group matches form the last group.
 
     A name matched by two groups is a ConfigError (the official code asserts on it too).
@@ -22,8 +23,9 @@ def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float)
     out = []
     for i, group in enumerate(groups):
         members = []
-        for name, p in named:
-            if re.search(group["params"], name):
+        matches = _bounded_matches(group["params"], [name for name, _ in named], f"optimizer.params[{i}].params")
+        for (name, p), matched in zip(named, matches):
+            if matched:
                 if name in owner:
                     raise ConfigError(f"optimizer.params: parameter '{name}' matches both group {owner[name]} "
                                       f"({groups[owner[name]]['params']!r}) and group {i} ({group['params']!r})")
@@ -34,6 +36,28 @@ def param_groups(model: nn.Module, groups: list, lr: float, weight_decay: float)
     rest = [p for name, p in named if name not in owner]
     out.append({"params": rest, "lr": lr, "weight_decay": weight_decay})
     return [g for g in out if g["params"]]
+
+
+# Matching one group's regex against every parameter name (a few hundred names of < 100 characters)
+# takes microseconds; a pattern that backtracks exponentially ((a|aa)+$, (a+)+b) would take years.
+# `re` cannot be stopped, so the patterns run on the `regex` module (re's syntax: V0) with a deadline.
+PARAM_REGEX_SECONDS = 2.0
+
+
+def _bounded_matches(pattern: str, names: list, key: str) -> list:
+    """[regex.search(pattern, name) is not None for name in names], within PARAM_REGEX_SECONDS in all;
+    a slower pattern is a ConfigError naming `key`."""
+    compiled = regex.compile(pattern, flags=regex.V0)
+    deadline = time.monotonic() + PARAM_REGEX_SECONDS
+    found = []
+    for name in names:
+        try:
+            found.append(compiled.search(name, timeout=max(deadline - time.monotonic(), 1e-3)) is not None)
+        except TimeoutError:
+            raise ConfigError(f"{key} {pattern!r} did not finish matching the parameter names within "
+                              f"{PARAM_REGEX_SECONDS:g} s (catastrophic backtracking: nested or overlapping repeats "
+                              "such as (a+)+ or (a|aa)+); write it without repeating a repeat") from None
+    return found
 
 
 def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:

@@ -39,11 +39,51 @@ def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classe
                          f"({saved.num_classes} classes), but the training file now gives "
                          f"{list(classes.category_ids)[:20]} ({classes.num_classes} classes); "
                          "resume with the same data, or start a fine-tuning run with -t")
+    _check_progress(path, ckpt, best_key)
     load_weights(model, path, prefer_ema=False)
     if ema is not None and ckpt.get("ema"):
-        ema.load_state_dict(ckpt["ema"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["lr_scheduler"])
+        _load_state(path, "ema", ema, ckpt["ema"])
+    _load_optimizer(path, optimizer, ckpt)
+    _load_state(path, "lr_scheduler", scheduler, ckpt["lr_scheduler"])
     if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
+        _load_state(path, "scaler", scaler, ckpt["scaler"])
     return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get(best_key, -1.0)
+
+
+def _check_progress(path, ckpt, best_key) -> None:
+    """epoch and iteration are counts (integers >= 0), the best value a number: anything else would resume
+    at a wrong epoch (e.g. -5 trains epochs -4, -3, ...) or fail deep in the loop."""
+    for key in ("epoch", "iteration"):
+        value = ckpt.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"checkpoint {path}: its '{key}' must be a count (an integer >= 0), got {value!r}; "
+                             "not a checkpoint train.py wrote (start a fine-tuning run from its weights with -t)")
+    best = ckpt.get(best_key, -1.0)
+    if isinstance(best, bool) or not isinstance(best, (int, float)):
+        raise ValueError(f"checkpoint {path}: its '{best_key}' must be a number, got {best!r}")
+
+
+def _load_optimizer(path, optimizer, ckpt) -> None:
+    """optimizer.load_state_dict, whose refusal of other parameter groups names the config key that makes them."""
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError, TypeError) as e:
+        saved = ckpt["optimizer"].get("param_groups", []) if isinstance(ckpt["optimizer"], dict) else []
+        sizes = [len(g.get("params", ())) if isinstance(g, dict) else "?" for g in saved]
+        recorded = ckpt.get("config", {}).get("optimizer", {}).get("params") if isinstance(ckpt.get("config"), dict) \
+            else None
+        raise ValueError(f"checkpoint {path}: its optimizer state does not fit the optimizer of this config "
+                         f"({e}): the checkpoint has {len(sizes)} parameter groups of {sizes} tensors, this config's "
+                         f"optimizer.params gives {len(optimizer.param_groups)} of "
+                         f"{[len(g['params']) for g in optimizer.param_groups]}; resume with the optimizer.params the "
+                         "run was trained with" + (f" ({recorded!r})" if recorded is not None else "")
+                         + ", or start a new run from its weights with -t") from None
+
+
+def _load_state(path, name, target, state) -> None:
+    """target.load_state_dict(state); a state of another form is a ValueError naming the checkpoint and entry."""
+    try:
+        target.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+        raise ValueError(f"checkpoint {path}: its '{name}' entry does not fit ({type(e).__name__}: {e}); not the "
+                         "state train.py writes (start a new run from its weights with -t)") from None

@@ -6,11 +6,11 @@ names follow the official implementation so its checkpoints load unchanged.
 """
 from collections import OrderedDict
 
-import torch
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..nn.layers import ConvNormLayer, get_activation
+from ..nn import pretrained as pretrained_weights
 
 # depth -> (block type, blocks per stage)
 ARCH = {
@@ -161,22 +161,7 @@ def read_pretrained(source, url):
     """
     if source is True:
         source = url
-    if str(source).startswith(("http://", "https://")):
-        try:
-            state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True)
-        except OSError as e:  # URLError, timeouts, ...
-            raise RuntimeError(
-                f"backbone.pretrained: could not download {source} ({e}). Download it elsewhere and set "
-                "backbone.pretrained to the local file, or set backbone.pretrained=null to train from scratch."
-            ) from None
-    else:
-        try:
-            state = torch.load(source, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"backbone.pretrained: no such file {source!r}") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    return state
+    return pretrained_weights.read_pretrained(source)   # errors name the key and the file
 
 
 def load_pretrained_backbone(backbone, source, depth):

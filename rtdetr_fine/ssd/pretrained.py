@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torchvision.models import VGG16_Weights
 
+from ..nn.pretrained import read_pretrained
+
 FC_INITS = ("reduced_vgg16", "random")
 WEIGHTS = {"random": VGG16_Weights.IMAGENET1K_FEATURES, "reduced_vgg16": VGG16_Weights.IMAGENET1K_V1}
 TORCHVISION_URLS = {w.url for w in WEIGHTS.values()}
@@ -43,18 +45,7 @@ def source_of(pretrained, fc_init: str) -> str:
 
 def read_state_dict(source: str) -> dict:
     """A state dict from a local file or a URL (torch hub cache); errors name the source."""
-    if str(source).startswith(("http://", "https://")):
-        try:
-            return torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True,
-                                                      check_hash=source in TORCHVISION_URLS)
-        except OSError as e:   # a user error (one line at the command line), naming what to do
-            raise OSError(f"backbone.pretrained: could not download {source} ({e}). Download it elsewhere "
-                               "and set backbone.pretrained to the local file (or null to train from scratch)"
-                               ) from None
-    try:
-        return torch.load(source, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"backbone.pretrained: no such file {source!r}") from None
+    return read_pretrained(source, check_hash=source in TORCHVISION_URLS)
 
 
 def load_vgg16_features(extractor: nn.Module, state: dict) -> None:

@@ -74,3 +74,15 @@ def test_building_with_unresolved_auto_is_a_clear_error():
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["num_classes=auto", "backbone.pretrained=null"])
     with pytest.raises(ValueError, match="num_classes is 'auto'"):
         rtdetr_fine.build_model(cfg)
+
+
+def test_a_class_count_beyond_the_num_classes_bound_names_its_source(tmp_path):
+    """Issue 25: num_classes=10**12 is a config error; the same count from a file or checkpoint names that."""
+    from rtdetr_fine.config import MAX_CLASSES
+    categories = [{"id": i, "name": f"c{i}"} for i in range(MAX_CLASSES + 1)]
+    with pytest.raises(ValueError, match=rf"big\.json has {MAX_CLASSES + 1} categories, more than the {MAX_CLASSES}"):
+        class_set_from_categories(categories, "auto", False, "big.json")
+    for n in (10**12, MAX_CLASSES + 1):
+        with pytest.raises(ValueError, match=rf"checkpoint x\.pth: its class set has num_classes={n}, outside "
+                                             rf"1\.\.{MAX_CLASSES}"):
+            ClassSet.from_dict({"num_classes": n, "category_ids": [1], "names": ["a"]}, "checkpoint x.pth")

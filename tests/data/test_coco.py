@@ -253,3 +253,35 @@ def test_given_class_set_labels_a_file_with_fewer_categories(tmp_path):
     with pytest.raises(CocoFormatError, match=r"annotation id 3 has category_id 5, which has no label in the class "
                                               r"set .*ids \[3, 17, 90\]"):
         CocoDetection(folder, ann_file, classes=train_classes)
+
+
+@pytest.mark.parametrize("where", ["annotation", "category", "image", "image_id"])
+def test_a_boolean_is_not_an_id(tmp_path, where):
+    """Issue 25: JSON `true` equals 1 in Python; it was accepted as category 1 and written back as `true`."""
+    annotations, categories = [ann(5, [0, 0, 5, 5])], [{"id": 1, "name": "x"}]
+    images = [{"id": 1, "file_name": "a.jpg", "width": 20, "height": 10}]
+    message = {"annotation": r"annotation id 5 has no integer 'category_id' \(got True\)",
+               "category": r"category #0 has no integer 'id' \(got True\)",
+               "image": r"image id True has no integer 'id'",
+               "image_id": r"annotation id 5 refers to image_id True"}[where]
+    if where == "annotation":
+        annotations[0]["category_id"] = True
+    elif where == "category":
+        categories[0]["id"] = True
+    elif where == "image":
+        images[0]["id"] = True
+    else:
+        annotations[0]["image_id"] = True
+    folder, ann_file = write_set(tmp_path, images=images, annotations=annotations, categories=categories)
+    with pytest.raises(CocoFormatError, match=r"ann\.json: " + message):
+        CocoDetection(folder, ann_file)
+
+
+@pytest.mark.parametrize("second", ["a.jpg", "./a.jpg", "sub/../a.jpg"])
+def test_one_image_file_under_two_ids_is_refused_naming_both(tmp_path, second):
+    images = [{"id": 3, "file_name": "a.jpg", "width": 20, "height": 10},
+              {"id": 8, "file_name": second, "width": 20, "height": 10}]
+    folder, ann_file = write_set(tmp_path, images=images[:1])
+    folder, ann_file = write_set(tmp_path, images=images, files=False)
+    with pytest.raises(CocoFormatError, match=rf"ann\.json: image ids 3 and 8 name the same file '{second}'"):
+        CocoDetection(folder, ann_file)

@@ -127,3 +127,29 @@ def test_optimizer_type_sgd_uses_momentum_and_weight_decay(r18_cfg):
     assert len(groups) == 1 and groups[0]["weight_decay"] == 5e-4 and groups[0]["lr"] == 1e-3
     r18_cfg["optimizer"]["type"] = "AdamW"
     assert isinstance(build_optimizer(rtdetr_fine.build_model(r18_cfg), r18_cfg), torch.optim.AdamW)
+
+
+@pytest.mark.parametrize("pattern", [r"(a|aa)+$", r"^(a|a)*$"])
+def test_an_exponential_regex_fails_fast_naming_the_group(pattern, monkeypatch):
+    """Issue 25: `re` would backtrack for years on these names; the bounded match stops within seconds."""
+    import threading
+
+    from rtdetr_fine.engine import optim
+    from rtdetr_fine.engine.optim import param_groups
+    monkeypatch.setattr(optim, "PARAM_REGEX_SECONDS", 0.5)
+    model = torch.nn.Module()
+    model.register_parameter("a" * 60 + "_x", torch.nn.Parameter(torch.zeros(1)))
+    model.backbone = torch.nn.Linear(1, 1)
+    outcome = []
+
+    def build():
+        try:
+            param_groups(model, [{"params": "backbone"}, {"params": pattern}], 1e-4, 1e-4)
+        except ConfigError as e:
+            outcome.append(str(e))
+
+    worker = threading.Thread(target=build, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert outcome, "param_groups did not fail within the bound"
+    assert outcome[0].startswith(f"optimizer.params[1].params {pattern!r} did not finish matching the parameter names within 0.5 s")

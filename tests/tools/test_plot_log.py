@@ -74,3 +74,23 @@ def test_missing_and_malformed_logs_are_named(tmp_path, capsys):
     empty = write_log(tmp_path / "empty" / "log.txt", [])
     with pytest.raises(plot_log.LogError, match="no epoch records"):
         plot_log.read_log(str(empty))
+
+
+@pytest.mark.parametrize("dpi", [100000, 601, 0])
+def test_dpi_is_bounded_before_any_drawing(tmp_path, capsys, dpi):
+    log = write_log(tmp_path / "run" / "log.txt", [record(0, 0.1, 3.0)])
+    assert plot_log.main([str(log), "-o", str(tmp_path / "x.png"), "--dpi", str(dpi)]) == 1
+    assert f"--dpi must be from 1 to {plot_log.MAX_DPI}, got {dpi}" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("with_log", [True, False])
+def test_a_run_folder_given_as_the_log_says_what_to_give(tmp_path, capsys, with_log):
+    run = tmp_path / "run"
+    run.mkdir()
+    if with_log:
+        write_log(run / "log.txt", [record(0, 0.1, 3.0)])
+    assert plot_log.main([str(run), "-o", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert f"{run} is a folder, not a log file; give the run's log, e.g. {run / 'log.txt'}" in err
+    assert "log not found" not in err

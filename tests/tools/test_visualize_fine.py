@@ -59,3 +59,23 @@ def test_config_without_fine_and_missing_image_are_clear_errors(custom_run, tmp_
         assert visualize_fine.main([*argv, "-r", str(custom_run["ckpt"]), "-o", str(tmp_path / "x.png")]) == 1
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [("--channels", 100000, "--channels must be from 0 to 16, got 100000"),
+                                                ("--channels", -1, "--channels must be from 0 to 16, got -1"),
+                                                ("--dpi", 100000, "--dpi must be from 1 to 300, got 100000")])
+def test_channels_and_dpi_are_bounded_before_any_work(tmp_path, capsys, flag, value, message):
+    """Issue 25: --channels 100000 made a figure 260,000 inches wide (a hang); now refused at once."""
+    import threading
+    image, ckpt = tmp_path / "a.png", tmp_path / "ck.pth"
+    Image.new("RGB", (8, 8)).save(image)
+    ckpt.write_bytes(b"not read")
+    codes = []
+    worker = threading.Thread(daemon=True, target=lambda: codes.append(visualize_fine.main(
+        [str(image), "-c", config_path("rtdetr_r18_fine.yml"), "-r", str(ckpt), "-o", str(tmp_path / "x.png"),
+         flag, str(value)])))
+    worker.start()
+    worker.join(30)
+    assert codes == [1], "visualize_fine did not refuse within 30 s"
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()

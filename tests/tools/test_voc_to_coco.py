@@ -56,3 +56,47 @@ def test_errors_name_the_file(tmp_path, capsys):
     assert "VOC2012/ImageSets/Main/val.txt" in capsys.readouterr().err
     with pytest.raises(voc_to_coco.VOCFormatError, match="YEAR/SPLIT"):
         voc_to_coco.convert(str(tmp_path), ["2007"])
+
+
+@pytest.mark.parametrize("w,h,message", [
+    ("1e400", "20", r"<width> is '1e400', not a finite number"),
+    ("20", "nan", r"<height> is 'nan', not a finite number"),
+    ("0", "20", r"<size><width> must be a whole number of pixels from 1 to 100000, got 0"),
+    ("20.5", "20", r"<size><width> must be a whole number of pixels from 1 to 100000, got 20.5"),
+])
+def test_an_image_size_that_is_not_a_pixel_count_names_the_file(tmp_path, w, h, message):
+    make_devkit(tmp_path, 2007, "test", {"000001": (20, 20, [("dog", 0, 1, 1, 5, 5)])})
+    xml = tmp_path / "VOC2007" / "Annotations" / "000001.xml"
+    xml.write_text(xml.read_text().replace("<width>20</width>", f"<width>{w}</width>")
+                   .replace("<height>20</height>", f"<height>{h}</height>"))
+    with pytest.raises(voc_to_coco.VOCFormatError, match=r"000001\.xml: " + message):
+        voc_to_coco.convert(str(tmp_path), ["2007/test"])
+
+
+@pytest.mark.parametrize("box", [(10, 1, 5, 5), (1, 10, 5, 5), (1, 1, "1e400", 5)])
+def test_an_inverted_or_infinite_box_names_the_file_and_object(tmp_path, box):
+    make_devkit(tmp_path, 2007, "test", {"000001": (20, 20, [("dog", 0, 1, 1, 5, 5), ("cat", 0, *box)])})
+    with pytest.raises(voc_to_coco.VOCFormatError, match=r"000001\.xml: .*(object 2 \('cat'\) has an inverted box|"
+                                                         r"<xmax> is '1e400', not a finite number)"):
+        voc_to_coco.convert(str(tmp_path), ["2007/test"])
+
+
+def test_a_one_pixel_box_is_not_inverted(tmp_path):
+    make_devkit(tmp_path, 2007, "test", {"000001": (20, 20, [("dog", 0, 3, 3, 3, 3)])})
+    coco = voc_to_coco.convert(str(tmp_path), ["2007/test"])
+    assert coco["annotations"][0]["bbox"] == [2.0, 2.0, 1.0, 1.0]
+
+
+def test_an_image_listed_twice_is_refused_naming_both_lists(tmp_path, capsys):
+    make_devkit(tmp_path, 2007, "trainval", {"000005": (20, 20, [("dog", 0, 1, 1, 5, 5)])})
+    lists = tmp_path / "VOC2007" / "ImageSets" / "Main"
+    (lists / "val.txt").write_text("000005\n")
+    out = tmp_path / "x.json"
+    assert voc_to_coco.main([str(tmp_path), "--sets", "2007/trainval", "2007/val", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "image 000005 of VOC2007 is listed twice" in err and "trainval.txt" in err and "val.txt" in err
+    (lists / "trainval.txt").write_text("000005\n000005\n")   # twice in one list
+    with pytest.raises(voc_to_coco.VOCFormatError, match=r"000005 of VOC2007 is listed twice: in .*trainval\.txt and "
+                                                         r".*trainval\.txt"):
+        voc_to_coco.convert(str(tmp_path), ["2007/trainval"])
+    assert not out.exists()

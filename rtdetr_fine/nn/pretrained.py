@@ -1,0 +1,61 @@
+"""Reading a backbone's ImageNet weights (config key backbone.pretrained) for both detector families:
+a URL (downloaded once into the torch hub cache) or a local file, loaded weights-only. Every failure
+is one message naming the key and the file: a folder, a missing or empty file, a file that is not
+torch.save's (text, another format), one holding pickled Python objects, one without tensors."""
+import os
+import re
+
+import torch
+
+
+def read_pretrained(source: str, check_hash: bool = False) -> dict:
+    """The state dict backbone.pretrained names (its "model" entry when it holds a training checkpoint)."""
+    source = str(source)
+    if source.startswith(("http://", "https://")):
+        try:
+            state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True,
+                                                       check_hash=check_hash)
+        except OSError as e:   # URLError, timeouts, a full disk
+            raise OSError(f"backbone.pretrained: could not download {source} ({e}). Download it elsewhere and set "
+                          "backbone.pretrained to the local file, or null to train from scratch") from None
+    else:
+        state = _read_local(source)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"backbone.pretrained: {source} is not a state dict (a mapping of names to tensors): "
+                         f"it holds a {type(state).__name__}")
+    return state
+
+
+def _read_local(path: str):
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"backbone.pretrained: {path} is a directory; give the weights file (.pth) in it")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"backbone.pretrained: no such file {path!r}")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise OSError(f"backbone.pretrained: cannot read {path}: {e.strerror or e}") from None
+    if not head:
+        raise ValueError(f"backbone.pretrained: {path} is empty (0 bytes): an interrupted copy or download?")
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":   # torch.save's zip archive; the legacy pickle format
+        raise ValueError(f"backbone.pretrained: {path} is not a PyTorch weights file (torch.save writes a zip "
+                         f"archive; this file starts with {head!r})")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file; one message naming it
+        text = str(e)
+        unsafe = re.search(r"GLOBAL ([\w.]+)", text)
+        if unsafe:
+            reason = (f"it holds a pickled Python object ({unsafe.group(1)}), not only tensors, and weights-only "
+                      "loading refuses it for safety; save only the weights (torch.save(model.state_dict(), path))")
+        elif text.startswith("Weights only load failed"):   # torch's advice to load unsafely left out
+            parts = [p.strip() for p in text.split("\n\n") if p.strip()]
+            detail = parts[1] if len(parts) > 2 else "an unsupported pickle"
+            reason = f"weights-only loading refuses what it holds ({detail}): save only tensors with torch.save"
+        else:
+            first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+            reason = f"not a complete PyTorch weights file ({first})"
+        raise ValueError(f"backbone.pretrained: cannot load {path}: {reason}") from None
