@@ -45,6 +45,8 @@ from rtdetr_fine.evaluation.metric import metric_key
 from rtdetr_fine.data.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
                                  prepare_demo_data, set_epoch)
 from rtdetr_fine.engine.run_dir import check_run_dir, replace_previous_run, resume_folder
+from rtdetr_fine.engine.run_dir import outside_run
+from rtdetr_fine.data.loaders import data_inputs
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler
 from rtdetr_fine.engine.training_state import restore_training, training_state
 
@@ -102,6 +104,9 @@ def main(argv=None):
         except OSError as e:   # e.g. a read-only folder the checkpoint was copied from
             raise type(e)(f"{e}" + (" (-r continues in the checkpoint's folder; -u output_dir=OTHER_DIR continues "
                                     "elsewhere)" if args.resume else "")) from None
+        cli.check_outputs_apart([("output_dir", cfg["output_dir"])], [   # -r, -c of a run resumed in place are its own
+            *outside_run(cfg["output_dir"], args.resume, [("-r", args.resume), *cli.config_files(args.config)]),
+            ("-t", args.tuning), *data_inputs(cfg)])
     if not cfg["demo"]["enabled"]:   # before building anything: a missing COCO is the most common first error
         check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
 

@@ -199,6 +199,59 @@ def _check_creatable_folder(folder: str, what: str) -> None:
                               f"({e.strerror or e})") from None
 
 
+def check_outputs_apart(outputs, inputs) -> None:
+    """The output guard every command calls once, before any work: no output path (file or folder)
+    may be, contain or lie inside one of the command's inputs (config and its includes, checkpoint,
+    annotation files, image folders, input images and videos), compared after resolving links.
+    outputs, inputs: [(flag or key, path)]; empty paths are skipped. A UserError names both paths."""
+    inputs = [(what, path, os.path.realpath(path)) for what, path in inputs if path]
+    for out_what, out in outputs:
+        if not out:
+            continue
+        real_out = os.path.realpath(out)
+        for in_what, given, real_in in inputs:
+            if real_out == real_in:
+                relation = "is"
+            elif _inside(real_in, real_out):
+                relation = "contains"
+            elif _inside(real_out, real_in):
+                relation = "lies inside"
+            else:
+                continue
+            resolved = f" ({real_in})" if real_in != os.path.abspath(given) else ""
+            raise UserError(f"{out_what} {out} {relation} the input {in_what} {given}{resolved}: writing there "
+                            f"could overwrite what the command reads; give {out_what} a path outside its inputs")
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when `path` lies strictly inside `folder` (both resolved, absolute)."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def config_files(path: str | None, what: str = "-c") -> list:
+    """[(what, file)] of a YAML config and the files it __include__s (recursively), for
+    check_outputs_apart. Called after the config loaded (rtdetr_fine.config read and checked it);
+    a file that cannot be read again here is left out, not an error."""
+    import yaml
+    found, todo = [], [(what, path)] if path else []
+    while todo:
+        label, file = todo.pop()
+        file = os.path.abspath(file)
+        if any(file == seen for _, seen in found):
+            continue
+        found.append((label, file))
+        try:
+            with open(file, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        includes = data.get("__include__", []) if isinstance(data, dict) else []
+        for inc in [includes] if isinstance(includes, str) else includes if isinstance(includes, list) else []:
+            if isinstance(inc, str) and inc:
+                todo.append(("config include", os.path.join(os.path.dirname(file), inc)))
+    return found
+
+
 def prepare_output_file(path: str, what: str = "output file") -> str:
     """check_output_file, then create the file's folder (for writing right away)."""
     check_output_file(path, what)

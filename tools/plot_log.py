@@ -109,6 +109,7 @@ def work(argv=None):
     if args.dpi < 1:
         raise LogError(f"--dpi must be >= 1, got {args.dpi}")
     cli.check_output_file(args.output, "-o")
+    cli.check_outputs_apart([("-o", args.output)], [("LOG", path) for path in args.logs])
     cli.require({"matplotlib": "matplotlib"}, "plot_log.py")
     runs = dict(zip(run_labels(args.logs), (read_log(p) for p in args.logs)))
     save_figure(plot(runs, args.reference), args.output, args.dpi)

@@ -68,6 +68,15 @@ def check_run_dir(out_dir: str, resume: str | None = None, overwrite: bool = Fal
                         f"not starting over it: {', '.join(ways)}")
 
 
+def outside_run(out_dir: str, resume: str | None, inputs: list) -> list:
+    """The inputs [(what, path)] that are not the files of the run resumed in place (-r OUT_DIR/last.pth,
+    -c OUT_DIR/config.yml): the output guard (cli.check_outputs_apart) checks those against out_dir."""
+    if not resume or not _same_folder(os.path.dirname(os.path.abspath(resume)), out_dir):
+        return inputs
+    return [(what, path) for what, path in inputs
+            if not path or not _same_folder(os.path.dirname(os.path.abspath(path)), out_dir)]
+
+
 def replace_previous_run(out_dir: str, log=print) -> list:
     """--overwrite: remove the run's checkpoints and TensorBoard events, keep its log.txt as
     log.previous.txt, and say so. Returns what was removed or moved."""
