@@ -40,6 +40,34 @@ class UserError(Exception):
     """A user-facing failure of a command line (bad argument, missing input): printed as one line."""
 
 
+class WriteError(OSError):
+    """A save that failed (disk full, I/O error): its message names the file, the OS error and what is
+    left (e.g. the previous checkpoint); errno and strerror are the OS error's."""
+
+    def __init__(self, path: str, error: OSError, left: str = ""):
+        super().__init__(error.errno, error.strerror or str(error))
+        self.filename = path
+        self.message = f"cannot write {path}: {self.strerror}" + (f"; {left}" if left else "")
+
+    def __str__(self):
+        return self.message
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write: the error itself, or the one in its chain (torch.save's zip
+    writer turns the disk's "No space left on device" into its own RuntimeError "unexpected pos");
+    None when there is none, or when a KeyboardInterrupt caused it (that stays an interruption)."""
+    if _caused_by_interrupt(error):
+        return None
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class NonFiniteLossError(RuntimeError):
     """Training stopped on a NaN/inf loss (engine/loops.py): a user-facing failure, named by iteration."""
 
@@ -269,10 +297,24 @@ def write_text_atomic(path: str, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise_write_error(path, e)
         raise
+
+
+def raise_write_error(path: str, error: BaseException, left: str | None = None) -> None:
+    """Inside an except block of a failed save of `path`: raise a WriteError naming `path`, the OS error
+    and what is left (default: the previous file, when there is one) if an OSError caused `error`;
+    return (the caller re-raises `error`) otherwise."""
+    cause = os_error_in(error)
+    if cause is None or isinstance(error, WriteError):
+        return
+    if left is None:
+        left = (f"the previous {os.path.basename(path)} is kept" if os.path.exists(path) else "nothing was written") \
+            + "; the temporary file was removed"
+    raise WriteError(path, cause, left) from None
 
 
 # ---------------------------------------------------------------- console commands (pip install)

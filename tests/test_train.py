@@ -264,3 +264,57 @@ def test_best_checkpoint_follows_the_configs_voc_metric_and_survives_a_resume(tm
     best = torch.load(out / "best.pth", weights_only=True)
     assert best["epoch"] == 1 and best["best_voc07_mAP"] == 0.5
     assert torch.load(out / "last.pth", weights_only=True)["best_voc07_mAP"] == 0.5
+
+
+# ---------------------------------------------------------------- run history and failed saves (issue 25)
+
+def test_disk_full_keeps_the_last_pair_and_an_older_checkpoint_cannot_train_over_the_run(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """Disk full at epoch 1's save: one message naming last.pth and the OS error, epoch 0's last.pth and
+    log line kept, no temp file. Then (the run having gone on to epoch 1) -r of an epoch-0 copy is refused
+    with both epochs named; --overwrite goes back on purpose and resumes, each epoch once in log.txt."""
+    import errno
+    import shutil
+
+    import rtdetr_fine.checkpoint as checkpoint
+    out = tmp_path / "run"
+    real_save, saves = checkpoint.save_atomic, []
+
+    def save_on_a_full_disk(obj, path):
+        saves.append(path)
+        if obj["epoch"] == 0:
+            return real_save(obj, path)
+        real_fsync = os.fsync
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync = full                                          # torch.save succeeded; the disk is full
+        try:
+            return real_save(obj, path)
+        finally:
+            os.fsync = real_fsync
+    monkeypatch.setattr(checkpoint, "save_atomic", save_on_a_full_disk)
+    msg = train_error(tiny_demo(tmp_path, out, "epochs=2"), capsys).splitlines()[-1]
+    monkeypatch.undo()
+    assert msg == (f"train.py: error: cannot write {out / 'last.pth'}: No space left on device; the previous "
+                   "last.pth is kept; the temporary file was removed")
+    assert [r["epoch"] for r in read_log(out)] == [0]
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 0
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    shutil.copy(out / "last.pth", out / "epoch0.pth")
+    later = torch.load(out / "last.pth", weights_only=True)        # the run went on to epoch 1 (cheaply: relabelled)
+    later["epoch"] = 1
+    torch.save(later, out / "last.pth")
+    (out / "log.txt").write_text((out / "log.txt").read_text() + json.dumps({"epoch": 1, "old": True}) + "\n")
+
+    stamp = os.stat(out / "last.pth").st_mtime_ns
+    msg = train_error(tiny_demo(tmp_path, out, "epochs=2") + ["-r", str(out / "epoch0.pth")], capsys)
+    assert f"-r {out / 'epoch0.pth'} is at epoch 0, but {out / 'last.pth'} of the same run is at epoch 1" in msg
+    assert os.stat(out / "last.pth").st_mtime_ns == stamp and [r["epoch"] for r in read_log(out)] == [0, 1]
+    train(tiny_demo(tmp_path, out, "epochs=2") + ["-r", str(out / "epoch0.pth"), "--overwrite"])   # resumes
+    log = read_log(out)
+    assert [r["epoch"] for r in log] == [0, 1] and "old" not in log[1]    # epoch 1 once: the new one
+    assert [json.loads(line) for line in (out / "log.previous.txt").read_text().splitlines()] == [
+        {"epoch": 1, "old": True}]
+    assert torch.load(out / "last.previous.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1
