@@ -96,3 +96,18 @@ def test_too_small_input_names_the_levels_as_numbers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "levels [(4, 4), (2, 2), (1, 1)]" in err and "tensor(" not in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())                       # no partial file
+
+
+def test_fp16_without_onnxconverter_common_fails_before_exporting_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """Issue 25: the optional package is checked before any work, so no fp32 file is left at -o."""
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxconverter_common" else real_find_spec(name, *a))
+    out = tmp_path / "model.onnx"
+    capsys.readouterr()
+    assert run_script("export_onnx.py", ["-c", BASELINE, "--fp16", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err == ("export_onnx.py: error: export_onnx.py --fp16 needs onnxconverter-common, not installed here: "
+                   "pip install onnxconverter-common\n")
+    assert os.listdir(tmp_path) == []
