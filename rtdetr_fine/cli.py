@@ -134,6 +134,9 @@ def user_message(error: BaseException) -> str | None:
         return (f"{first} -- lower train_dataloader.batch_size / val_dataloader.batch_size, the image size, "
                 "or use --amp on CUDA")
     if isinstance(error, RuntimeError) and not isinstance(error, NonFiniteLossError):
+        if _peer_failure(error, text):
+            return (f"another process of the distributed run ended or stopped answering ({text.splitlines()[0][:200]}); "
+                    "its own message says why" + (f"; {_status}" if _status else ""))
         if re.match(r"DataLoader worker \(pid", text):
             return (f"{text.splitlines()[0]} (the machine may be out of memory, or a worker crashed: rerun "
                     "with -u train_dataloader.num_workers=0 val_dataloader.num_workers=0 to see the error)")
@@ -143,6 +146,17 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, (UserError, ValueError, OSError, ImportError, NonFiniteLossError)):
         return text or type(error).__name__
     return None
+
+
+_PEER_FAILURE = re.compile(r"Connection (closed|reset) by peer|remote (worker|process)|Timed out waiting|"
+                           r"timed out|NCCL communicator was aborted|ProcessGroupNCCL.*(Watchdog|timeout)")
+
+
+def _peer_failure(error: BaseException, text: str) -> bool:
+    """A collective of torch.distributed failed because another process died or hangs (gloo / NCCL)."""
+    import torch.distributed as dist
+    backend_error = isinstance(error, getattr(dist, "DistError", ()))
+    return bool(_PEER_FAILURE.search(text)) and (backend_error or "gloo" in text or "NCCL" in text or "c10d" in text)
 
 
 _USER_ERROR_NAMES = {"ValueError", "OSError", "FileNotFoundError", "PermissionError", "IsADirectoryError",

@@ -190,3 +190,14 @@ def test_train_and_voc_to_coco_refuse_outputs_in_their_inputs(tmp_path, capsys):
     annotations.mkdir(parents=True)
     _refused("tools/voc_to_coco.py", [str(tmp_path / "VOCdevkit"), "--sets", "2007/test", "-o",
                                       str(annotations / "000001.xml")], capsys, "lies inside the input --sets 2007/test")
+
+
+def test_a_collective_failing_because_another_process_died_is_one_line(capsys):
+    def fail():
+        cli.set_status("last complete checkpoint: out/last.pth (2 epochs)")
+        raise RuntimeError("[/x/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+                           "[127.0.0.1]:25776. This is typically caused by a remote worker crashing.")
+    code, err = boundary(fail, capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("tool.py: error: another process of the distributed run ended or stopped answering (")
+    assert err.endswith("its own message says why; last complete checkpoint: out/last.pth (2 epochs)\n")

@@ -318,3 +318,50 @@ def test_disk_full_keeps_the_last_pair_and_an_older_checkpoint_cannot_train_over
         {"epoch": 1, "old": True}]
     assert torch.load(out / "last.previous.pth", weights_only=True)["epoch"] == 1
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1
+
+
+def _rank_pid(port, rank):
+    """The pid of torchrun's worker of `rank` in the job rendezvousing on `port` (from /proc)."""
+    import glob
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(environ, "rb") as f:
+                variables = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"MASTER_PORT={port}".encode() in variables and f"RANK={rank}".encode() in variables:
+            return int(environ.split("/")[2])
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers in /proc")
+def test_a_killed_rank_ends_the_distributed_run_and_last_pth_resumes(tmp_path):
+    """Issue 25: 2-process CPU torchrun (gloo); rank 1 killed (SIGKILL) after the first checkpoint: the run
+    ends within seconds (torchrun stops rank 0; RTDETR_DIST_TIMEOUT bounds a collective waiting for a
+    process that is gone), last.pth is intact and -r resumes it."""
+    import signal
+    import time
+    out, port = tmp_path / "run", free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", RTDETR_DIST_TIMEOUT="30")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           os.path.join(ROOT, "train.py"), *tiny_demo(tmp_path, out, "epochs=20", "train_dataloader.batch_size=2")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "last.pth").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "last.pth").exists(), "no checkpoint within 240 s"
+        os.kill(_rank_pid(port, 1), signal.SIGKILL)
+        killed = time.time()
+        _, err = proc.communicate(timeout=60)                      # a hang fails here
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and time.time() - killed < 60
+    assert "local_rank: 1" in err and "Signal 9" in err            # torchrun names the killed rank
+    epoch = torch.load(out / "last.pth", weights_only=True)["epoch"]   # intact: a complete torch.save file
+    train(tiny_demo(tmp_path, out, f"epochs={epoch + 2}") + ["-r", str(out / "last.pth")])
+    assert [r["epoch"] for r in read_log(out)] == list(range(epoch + 2))
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == epoch + 1
