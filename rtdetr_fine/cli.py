@@ -57,15 +57,7 @@ def os_error_in(error: BaseException) -> OSError | None:
     """The OSError behind a failed write: the error itself, or the one in its chain (torch.save's zip
     writer turns the disk's "No space left on device" into its own RuntimeError "unexpected pos");
     None when there is none, or when a KeyboardInterrupt caused it (that stays an interruption)."""
-    if _caused_by_interrupt(error):
-        return None
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, OSError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+    return None if _caused_by_interrupt(error) else _in_chain(error, OSError)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,13 +107,18 @@ def _interrupted(prog: str) -> int:
 def _caused_by_interrupt(error: BaseException) -> bool:
     """True when a KeyboardInterrupt is in the exception's chain (e.g. torch.save's writer raising
     its own RuntimeError while a Ctrl-C unwinds through it, or a DataLoader worker killed by it)."""
+    return _in_chain(error, KeyboardInterrupt) is not None
+
+
+def _in_chain(error: BaseException, kind: type):
+    """The first exception of type `kind` in `error`'s chain (itself, its cause or context, ...), or None."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
+        if isinstance(error, kind):
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def user_message(error: BaseException) -> str | None:
