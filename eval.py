@@ -58,6 +58,7 @@ from rtdetr_fine.evaluation.coco_eval import read_coco_results
 from rtdetr_fine.evaluation.flops import count_flops, count_params
 from rtdetr_fine.evaluation.metric import format_per_class, precision_recall_curves, score_detections
 from rtdetr_fine.data.loaders import DataPathError, build_val_loader, check_data_paths, prepare_demo_data
+from rtdetr_fine.data.loaders import data_inputs
 
 SUMMARY_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl"]   # the one-line summary; the JSON has all 12
 
@@ -99,6 +100,7 @@ def main(argv=None):
     if args.detections:
         cfg = rtdetr_fine.load_config(args.config, args.update)
         args.metric = args.metric or cfg["evaluator"]["metric"]
+        check_outputs_apart(args, cfg)
         du.setup_logging(0)
         return score_saved_detections(args, cfg)
     if args.config:   # -c: its data paths are checked first, then the checkpoint against it
@@ -106,6 +108,7 @@ def main(argv=None):
     else:             # the config the checkpoint records (-u on top)
         cfg, args.config_source = config_for_checkpoint(None, args.resume, args.update)
     args.metric = args.metric or cfg["evaluator"]["metric"]
+    check_outputs_apart(args, cfg)
     cfg["backbone"]["pretrained"] = None   # every weight comes from the checkpoint: no ImageNet download
     if not cfg["demo"]["enabled"]:   # before building anything, as train.py does
         check_data_paths(cfg, ("val",))
@@ -152,6 +155,14 @@ def check_arguments(args):
     if len(outputs) == 2 and os.path.abspath(outputs[0][1]) == os.path.abspath(outputs[1][1]):
         raise cli.UserError(f"--output-json and --save-detections are the same file ({args.output_json}); "
                             "give two names")
+
+
+def check_outputs_apart(args, cfg):
+    """The output guard (rtdetr_fine/cli.py): no output is, holds or lies inside an input, before any work."""
+    cli.check_outputs_apart(
+        [("--output-json", args.output_json), ("--save-detections", args.save_detections), ("--plots", args.plots)],
+        [*cli.config_files(args.config), ("-r", args.resume), ("--detections", args.detections),
+         *data_inputs(cfg, ("val",))])
 
 
 def run(args, cfg, device):

@@ -76,6 +76,7 @@ def run(args, log=print):
               **({"onnxconverter_common": "onnxconverter-common"} if args.fp16 else {})}
     cli.require(needed, "export_onnx.py" + (" --check" if args.check else "") + (" --fp16" if args.fp16 else ""))
     deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
+    cli.check_outputs_apart([("-o", args.output)], [*cli.config_files(args.config), ("-r", args.checkpoint)])
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
     depths = resolve_depths(model.model, args.depth)

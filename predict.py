@@ -184,6 +184,13 @@ def run(args, log=print):
                            "or -r CKPT with a train.py checkpoint, whose recorded config is then used")
     inputs = collect_inputs(args.inputs)
     cli.check_output_dir(args.output_dir, "-o")        # before the model is built and run
+    cli.check_outputs_apart([("-o", args.output_dir)], [*(("INPUT", p) for p in args.inputs),
+                                                       *cli.config_files(args.config), ("-r", args.resume),
+                                                       ("--onnx", args.onnx)])
+    taken = set()
+    out_paths = [os.path.join(args.output_dir, output_name(path, kind, taken)) for kind, path in inputs]
+    for path in out_paths + [os.path.join(args.output_dir, name) for name in ("detections.json", "images.json")]:
+        cli.check_output_file(path, "output file")   # e.g. DIR/detections.json a folder: named before drawing
     if any(kind == "video" for kind, _ in inputs):
         cli.require({"av": "av"}, "reading and writing videos")
     device = resolve_device(args.device)
@@ -198,10 +205,9 @@ def run(args, log=print):
 
     os.makedirs(args.output_dir, exist_ok=True)
     frames = sum(video_frames(p) for kind, p in inputs if kind == "video")
-    taken, detections, images = set(), [], []
+    detections, images = [], []
     with tqdm(total=sum(kind == "image" for kind, _ in inputs) + frames, unit="img", dynamic_ncols=True) as bar:
-        for kind, path in inputs:
-            out_path = os.path.join(args.output_dir, output_name(path, kind, taken))
+        for (kind, path), out_path in zip(inputs, out_paths):
             if kind == "image":
                 found, infos = predict_image(path, out_path, len(images) + 1, detector, classes,
                                              args.score_threshold)

@@ -35,7 +35,7 @@ import rtdetr_fine
 from rtdetr_fine import cli
 from rtdetr_fine import distributed as du
 from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_of, resolve_depths, using_depth
-from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries, save_atomic
+from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries
 from rtdetr_fine.checkpoint import config_for_checkpoint, recorded_class_set
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.config import dump_config
@@ -46,6 +46,8 @@ from rtdetr_fine.evaluation.metric import metric_key
 from rtdetr_fine.data.loaders import (build_train_loader, build_val_loader, check_data_paths, describe_batch,
                                  prepare_demo_data, set_epoch)
 from rtdetr_fine.engine.run_dir import check_run_dir, replace_previous_run, resume_folder
+from rtdetr_fine.engine.run_dir import outside_run, resumes_in, save_epoch, set_aside_later_epochs
+from rtdetr_fine.data.loaders import data_inputs
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler
 from rtdetr_fine.engine.training_state import restore_training, training_state
 
@@ -105,6 +107,9 @@ def main(argv=None):
         except OSError as e:   # e.g. a read-only folder the checkpoint was copied from
             raise type(e)(f"{e}" + (" (-r continues in the checkpoint's folder; -u output_dir=OTHER_DIR continues "
                                     "elsewhere)" if args.resume else "")) from None
+        cli.check_outputs_apart([("output_dir", cfg["output_dir"])], [   # -r, -c of a run resumed in place are its own
+            *outside_run(cfg["output_dir"], args.resume, [("-r", args.resume), *cli.config_files(args.config)]),
+            ("-t", args.tuning), *data_inputs(cfg)])
     if not cfg["demo"]["enabled"]:   # before building anything: a missing COCO is the most common first error
         check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
 
@@ -188,8 +193,10 @@ def run(args, cfg, device, rank, world):
     if du.is_main():
         os.makedirs(out_dir, exist_ok=True)
         remove_stale_temporaries(out_dir, du.log)
-        if args.overwrite:
+        if args.overwrite and not resumes_in(out_dir, args.resume):   # in place: going back (engine/run_dir.py)
             replace_previous_run(out_dir, du.log)
+        if args.resume:   # log.txt never holds an epoch twice
+            set_aside_later_epochs(out_dir, start_epoch, args.resume, du.log)
         cli.write_text_atomic(os.path.join(out_dir, "config.yml"), dump_config(cfg))
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(os.path.join(out_dir, "tensorboard"))
@@ -216,10 +223,6 @@ def run(args, cfg, device, rank, world):
         if du.is_main():
             state = training_state(model, ema, optimizer, scheduler, scaler, epoch, global_step, best_ap, cfg,
                                      classes, best_key)
-            save_atomic(state, os.path.join(out_dir, "last.pth"))
-            cli.set_status(f"last complete checkpoint: {os.path.join(out_dir, 'last.pth')} ({epoch + 1} epochs)")
-            if improved:
-                save_atomic(state, os.path.join(out_dir, "best.pth"))
             record = {"epoch": epoch, "iteration": global_step, **{f"train_{k}": v for k, v in train_stats.items()},
                       "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in stats.items()},
                       **{f"val_{k}": v for k, v in metric_record(result.metric).items()},
@@ -227,8 +230,7 @@ def run(args, cfg, device, rank, world):
                       **({"val_depth": describe_depth(eval_depth, layout_of(model))} if eval_depth else {}),
                       **{f"val_min_{k}": v for k, v in min_stats.items()},
                       "train_seconds": round(train_time, 1), "eval_seconds": round(eval_time, 1)}
-            with open(os.path.join(out_dir, "log.txt"), "a") as f:
-                f.write(json.dumps(record) + "\n")
+            save_epoch(out_dir, state, record, improved)   # log line + last.pth (+ best.pth): together or not at all
             for k, v in {**stats, **metric_record(result.metric)}.items():
                 if not isinstance(v, dict):
                     writer.add_scalar(f"val/{k}", v, epoch)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file as load_safetensors
 
 from .anydepth.convert import block0_twins_missing
 from .anydepth.norms import init_skip_norms_from_main
+from .cli import raise_write_error
 from .config import DEFAULTS, ConfigError, config_from_dict, leaf_keys, load_config
 from .data.classes import AUTO, ClassSet, class_set_from_categories, class_set_from_checkpoint, coco_class_set
 from .data.coco import read_coco_json
@@ -26,7 +27,8 @@ from .rtdetr.backbone import ARCH
 def save_atomic(obj, path):
     """torch.save to a temp file in the same folder, fsync, then rename over `path`.
 
-    A crash mid-write leaves the previous file at `path` untouched.
+    A crash mid-write leaves the previous file at `path` untouched. A failed write (disk full, I/O
+    error) removes the temp file and raises cli.WriteError naming `path` and the OS error.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -37,9 +39,10 @@ def save_atomic(obj, path):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise_write_error(path, e)
         raise
 
 

@@ -40,6 +40,26 @@ class UserError(Exception):
     """A user-facing failure of a command line (bad argument, missing input): printed as one line."""
 
 
+class WriteError(OSError):
+    """A save that failed (disk full, I/O error): its message names the file, the OS error and what is
+    left (e.g. the previous checkpoint); errno and strerror are the OS error's."""
+
+    def __init__(self, path: str, error: OSError, left: str = ""):
+        super().__init__(error.errno, error.strerror or str(error))
+        self.filename = path
+        self.message = f"cannot write {path}: {self.strerror}" + (f"; {left}" if left else "")
+
+    def __str__(self):
+        return self.message
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write: the error itself, or the one in its chain (torch.save's zip
+    writer turns the disk's "No space left on device" into its own RuntimeError "unexpected pos");
+    None when there is none, or when a KeyboardInterrupt caused it (that stays an interruption)."""
+    return None if _caused_by_interrupt(error) else _in_chain(error, OSError)
+
+
 class NonFiniteLossError(RuntimeError):
     """Training stopped on a NaN/inf loss (engine/loops.py): a user-facing failure, named by iteration."""
 
@@ -87,13 +107,18 @@ def _interrupted(prog: str) -> int:
 def _caused_by_interrupt(error: BaseException) -> bool:
     """True when a KeyboardInterrupt is in the exception's chain (e.g. torch.save's writer raising
     its own RuntimeError while a Ctrl-C unwinds through it, or a DataLoader worker killed by it)."""
+    return _in_chain(error, KeyboardInterrupt) is not None
+
+
+def _in_chain(error: BaseException, kind: type):
+    """The first exception of type `kind` in `error`'s chain (itself, its cause or context, ...), or None."""
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, KeyboardInterrupt):
-            return True
+        if isinstance(error, kind):
+            return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
 def user_message(error: BaseException) -> str | None:
@@ -106,6 +131,9 @@ def user_message(error: BaseException) -> str | None:
         return (f"{first} -- lower train_dataloader.batch_size / val_dataloader.batch_size, the image size, "
                 "or use --amp on CUDA")
     if isinstance(error, RuntimeError) and not isinstance(error, NonFiniteLossError):
+        if _peer_failure(error, text):
+            return (f"another process of the distributed run ended or stopped answering ({text.splitlines()[0][:200]}); "
+                    "its own message says why" + (f"; {_status}" if _status else ""))
         if re.match(r"DataLoader worker \(pid", text):
             return (f"{text.splitlines()[0]} (the machine may be out of memory, or a worker crashed: rerun "
                     "with -u train_dataloader.num_workers=0 val_dataloader.num_workers=0 to see the error)")
@@ -115,6 +143,17 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, (UserError, ValueError, OSError, ImportError, NonFiniteLossError)):
         return text or type(error).__name__
     return None
+
+
+_PEER_FAILURE = re.compile(r"Connection (closed|reset) by peer|remote (worker|process)|Timed out waiting|"
+                           r"timed out|NCCL communicator was aborted|ProcessGroupNCCL.*(Watchdog|timeout)")
+
+
+def _peer_failure(error: BaseException, text: str) -> bool:
+    """A collective of torch.distributed failed because another process died or hangs (gloo / NCCL)."""
+    import torch.distributed as dist
+    backend_error = isinstance(error, getattr(dist, "DistError", ()))
+    return bool(_PEER_FAILURE.search(text)) and (backend_error or "gloo" in text or "NCCL" in text or "c10d" in text)
 
 
 _USER_ERROR_NAMES = {"ValueError", "OSError", "FileNotFoundError", "PermissionError", "IsADirectoryError",
@@ -199,6 +238,59 @@ def _check_creatable_folder(folder: str, what: str) -> None:
                               f"({e.strerror or e})") from None
 
 
+def check_outputs_apart(outputs, inputs) -> None:
+    """The output guard every command calls once, before any work: no output path (file or folder)
+    may be, contain or lie inside one of the command's inputs (config and its includes, checkpoint,
+    annotation files, image folders, input images and videos), compared after resolving links.
+    outputs, inputs: [(flag or key, path)]; empty paths are skipped. A UserError names both paths."""
+    inputs = [(what, path, os.path.realpath(path)) for what, path in inputs if path]
+    for out_what, out in outputs:
+        if not out:
+            continue
+        real_out = os.path.realpath(out)
+        for in_what, given, real_in in inputs:
+            if real_out == real_in:
+                relation = "is"
+            elif _inside(real_in, real_out):
+                relation = "contains"
+            elif _inside(real_out, real_in):
+                relation = "lies inside"
+            else:
+                continue
+            resolved = f" ({real_in})" if real_in != os.path.abspath(given) else ""
+            raise UserError(f"{out_what} {out} {relation} the input {in_what} {given}{resolved}: writing there "
+                            f"could overwrite what the command reads; give {out_what} a path outside its inputs")
+
+
+def _inside(path: str, folder: str) -> bool:
+    """True when `path` lies strictly inside `folder` (both resolved, absolute)."""
+    return path != folder and os.path.commonpath([path, folder]) == folder
+
+
+def config_files(path: str | None, what: str = "-c") -> list:
+    """[(what, file)] of a YAML config and the files it __include__s (recursively), for
+    check_outputs_apart. Called after the config loaded (rtdetr_fine.config read and checked it);
+    a file that cannot be read again here is left out, not an error."""
+    import yaml
+    found, todo = [], [(what, path)] if path else []
+    while todo:
+        label, file = todo.pop()
+        file = os.path.abspath(file)
+        if any(file == seen for _, seen in found):
+            continue
+        found.append((label, file))
+        try:
+            with open(file, encoding="utf-8") as f:
+                data = yaml.safe_load(f)
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        includes = data.get("__include__", []) if isinstance(data, dict) else []
+        for inc in [includes] if isinstance(includes, str) else includes if isinstance(includes, list) else []:
+            if isinstance(inc, str) and inc:
+                todo.append(("config include", os.path.join(os.path.dirname(file), inc)))
+    return found
+
+
 def prepare_output_file(path: str, what: str = "output file") -> str:
     """check_output_file, then create the file's folder (for writing right away)."""
     check_output_file(path, what)
@@ -216,10 +308,24 @@ def write_text_atomic(path: str, text: str) -> None:
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise_write_error(path, e)
         raise
+
+
+def raise_write_error(path: str, error: BaseException, left: str | None = None) -> None:
+    """Inside an except block of a failed save of `path`: raise a WriteError naming `path`, the OS error
+    and what is left (default: the previous file, when there is one) if an OSError caused `error`;
+    return (the caller re-raises `error`) otherwise."""
+    cause = os_error_in(error)
+    if cause is None or isinstance(error, WriteError):
+        return
+    if left is None:
+        left = (f"the previous {os.path.basename(path)} is kept" if os.path.exists(path) else "nothing was written") \
+            + "; the temporary file was removed"
+    raise WriteError(path, cause, left) from None
 
 
 # ---------------------------------------------------------------- console commands (pip install)

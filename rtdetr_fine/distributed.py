@@ -1,5 +1,13 @@
-"""torch.distributed helpers: one process per device under torchrun; NCCL on CUDA, gloo on CPU."""
+"""torch.distributed helpers: one process per device under torchrun; NCCL on CUDA, gloo on CPU.
+
+A fault ends a distributed run, it does not hang it: torchrun stops the other processes (SIGTERM) when
+one fails, and each then ends as Ctrl-C does (its temporary files removed, the last complete
+checkpoint named); a collective that waits for a process that is gone fails after RTDETR_DIST_TIMEOUT
+seconds (environment; default torch's own, 30 min for gloo, 10 min for NCCL).
+"""
+import datetime
 import os
+import signal
 
 import torch
 import torch.distributed as dist
@@ -40,9 +48,33 @@ def init_distributed(device_arg="auto"):
         else:
             device = torch.device("cpu")
         dist.init_process_group(backend="nccl" if use_cuda else "gloo",
-                                device_id=device if use_cuda else None)
+                                device_id=device if use_cuda else None, **process_group_timeout())
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)   # torchrun's stop when another process failed
         return device, dist.get_rank(), dist.get_world_size()
     return resolve_device(device_arg), 0, 1
+
+
+def process_group_timeout() -> dict:
+    """{'timeout': timedelta} from RTDETR_DIST_TIMEOUT (seconds), or {} for torch's default."""
+    value = os.environ.get("RTDETR_DIST_TIMEOUT")
+    if not value:
+        return {}
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"RTDETR_DIST_TIMEOUT={value!r}: expected a number of seconds > 0")
+    return {"timeout": datetime.timedelta(seconds=seconds)}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM (torchrun stopping this process because another one failed): unwinds like Ctrl-C, so
+    saves in progress remove their temporary files and the command names the last complete checkpoint."""
+
+
+def _stop_on_sigterm(signum, frame):
+    raise Stopped(f"signal {signum}")
 
 
 def is_dist():

@@ -281,3 +281,20 @@ def test_a_video_without_pyav_names_the_pip_install_before_any_work(tmp_path, ca
         err = capsys.readouterr().err
         assert "reading and writing videos needs av, not installed here: pip install av" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_output_file_that_is_a_folder_is_named_before_drawing(tmp_path, capsys):
+    """Issue 25: -o DIR with DIR/detections.json a folder fails before any image is drawn, naming it."""
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (40, 30)).save(tmp_path / "photos" / "a.jpg")
+    (tmp_path / "ck.pth").write_bytes(b"PK\x03\x04 never read")
+    out = tmp_path / "out"
+    for blocked in ("detections.json", "images.json", "a.jpg"):
+        (out / blocked).mkdir(parents=True)
+        capsys.readouterr()
+        assert run_script("predict.py", [str(tmp_path / "photos"), "-r", str(tmp_path / "ck.pth"), "-o", str(out)]) == 1
+        err = capsys.readouterr().err
+        assert err == (f"predict.py: error: output file {str(out / blocked)!r} is a directory; give a file name "
+                       "inside it\n")
+        assert sorted(os.listdir(out)) == [blocked] and not os.listdir(out / blocked)   # nothing drawn
+        os.rmdir(out / blocked)

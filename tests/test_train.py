@@ -290,3 +290,104 @@ def test_hostile_configs_and_seeds_end_as_one_message_in_seconds(tmp_path, capsy
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- run history and failed saves (issue 25)
+
+def test_disk_full_keeps_the_last_pair_and_an_older_checkpoint_cannot_train_over_the_run(tmp_path, capsys,
+                                                                                     monkeypatch):
+    """Disk full at epoch 1's save: one message naming last.pth and the OS error, epoch 0's last.pth and
+    log line kept, no temp file. Then (the run having gone on to epoch 1) -r of an epoch-0 copy is refused
+    with both epochs named; --overwrite goes back on purpose and resumes, each epoch once in log.txt."""
+    import errno
+    import shutil
+
+    import rtdetr_fine.checkpoint as checkpoint
+    out = tmp_path / "run"
+    real_save, saves = checkpoint.save_atomic, []
+
+    def save_on_a_full_disk(obj, path):
+        saves.append(path)
+        if obj["epoch"] == 0:
+            return real_save(obj, path)
+        real_fsync = os.fsync
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        os.fsync = full                                          # torch.save succeeded; the disk is full
+        try:
+            return real_save(obj, path)
+        finally:
+            os.fsync = real_fsync
+    monkeypatch.setattr(checkpoint, "save_atomic", save_on_a_full_disk)
+    msg = train_error(tiny_demo(tmp_path, out, "epochs=2"), capsys).splitlines()[-1]
+    monkeypatch.undo()
+    assert msg == (f"train.py: error: cannot write {out / 'last.pth'}: No space left on device; the previous "
+                   "last.pth is kept; the temporary file was removed")
+    assert [r["epoch"] for r in read_log(out)] == [0]
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 0
+    assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
+    shutil.copy(out / "last.pth", out / "epoch0.pth")
+    later = torch.load(out / "last.pth", weights_only=True)        # the run went on to epoch 1 (cheaply: relabelled)
+    later["epoch"] = 1
+    torch.save(later, out / "last.pth")
+    (out / "log.txt").write_text((out / "log.txt").read_text() + json.dumps({"epoch": 1, "old": True}) + "\n")
+
+    stamp = os.stat(out / "last.pth").st_mtime_ns
+    msg = train_error(tiny_demo(tmp_path, out, "epochs=2") + ["-r", str(out / "epoch0.pth")], capsys)
+    assert f"-r {out / 'epoch0.pth'} is at epoch 0, but {out / 'last.pth'} of the same run is at epoch 1" in msg
+    assert os.stat(out / "last.pth").st_mtime_ns == stamp and [r["epoch"] for r in read_log(out)] == [0, 1]
+    train(tiny_demo(tmp_path, out, "epochs=2") + ["-r", str(out / "epoch0.pth"), "--overwrite"])   # resumes
+    log = read_log(out)
+    assert [r["epoch"] for r in log] == [0, 1] and "old" not in log[1]    # epoch 1 once: the new one
+    assert [json.loads(line) for line in (out / "log.previous.txt").read_text().splitlines()] == [
+        {"epoch": 1, "old": True}]
+    assert torch.load(out / "last.previous.pth", weights_only=True)["epoch"] == 1
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1
+
+
+def _rank_pid(port, rank):
+    """The pid of torchrun's worker of `rank` in the job rendezvousing on `port` (from /proc)."""
+    import glob
+    for environ in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(environ, "rb") as f:
+                variables = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"MASTER_PORT={port}".encode() in variables and f"RANK={rank}".encode() in variables:
+            return int(environ.split("/")[2])
+    return None
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="finds torchrun's workers in /proc")
+def test_a_killed_rank_ends_the_distributed_run_and_last_pth_resumes(tmp_path):
+    """Issue 25: 2-process CPU torchrun (gloo); rank 1 killed (SIGKILL) after the first checkpoint: the run
+    ends within seconds (torchrun stops rank 0; RTDETR_DIST_TIMEOUT bounds a collective waiting for a
+    process that is gone), last.pth is intact and -r resumes it."""
+    import signal
+    import time
+    out, port = tmp_path / "run", free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", RTDETR_DIST_TIMEOUT="30")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           os.path.join(ROOT, "train.py"), *tiny_demo(tmp_path, out, "epochs=20", "train_dataloader.batch_size=2")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / "last.pth").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "last.pth").exists(), "no checkpoint within 240 s"
+        os.kill(_rank_pid(port, 1), signal.SIGKILL)
+        killed = time.time()
+        _, err = proc.communicate(timeout=60)                      # a hang fails here
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0 and time.time() - killed < 60
+    assert "local_rank: 1" in err and "Signal 9" in err            # torchrun names the killed rank
+    epoch = torch.load(out / "last.pth", weights_only=True)["epoch"]   # intact: a complete torch.save file
+    train(tiny_demo(tmp_path, out, f"epochs={epoch + 2}") + ["-r", str(out / "last.pth")])
+    assert [r["epoch"] for r in read_log(out)] == list(range(epoch + 2))
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == epoch + 1

@@ -121,6 +121,10 @@ def run(args, log=print):
     """Check the flags every job shares and the packages it needs, then run the job; writes the outputs,
     returns the report dict."""
     runner.check_flags(args)
+    cli.check_outputs_apart([("--out-dir", os.path.join(args.out_dir, name))   # what it writes there
+                             for name in ("benchmark.json", "benchmark.md", "benchmark.png", "onnx")], [
+        *(item for config in args.config or () for item in cli.config_files(config)),
+        *(("--onnx", item.partition("=")[2] or item) for item in args.onnx)])
     cli.require(NEEDED, "benchmark.py")
     return job_for(args).run(args, log)
 

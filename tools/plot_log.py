@@ -115,6 +115,7 @@ def work(argv=None):
     if not 1 <= args.dpi <= MAX_DPI:   # the 16 x 4.8 inch figure: 600 dpi is already 9600 x 2880 px
         raise LogError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")
+    cli.check_outputs_apart([("-o", args.output)], [("LOG", path) for path in args.logs])
     cli.require({"matplotlib": "matplotlib"}, "plot_log.py")
     runs = dict(zip(run_labels(args.logs), (read_log(p) for p in args.logs)))
     save_figure(plot(runs, args.reference), args.output, args.dpi)

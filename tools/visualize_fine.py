@@ -148,6 +148,8 @@ def run(args, log=print):
     if not 1 <= args.dpi <= MAX_DPI:
         raise VisualizeError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")   # before the model runs
+    cli.check_outputs_apart([("-o", args.output)], [("IMAGE", args.image), ("-r", args.resume),
+                                                    *cli.config_files(args.config)])
     cli.require({"matplotlib": "matplotlib"}, "visualize_fine.py")
     try:
         cfg, source = config_for_checkpoint(args.config, args.resume, args.update)

@@ -124,6 +124,9 @@ def work(argv=None):
     p.add_argument("-o", "--output", required=True, help="COCO-format JSON to write")
     args = p.parse_args(argv)
     cli.check_output_file(args.output, "-o")   # before reading thousands of XML files
+    cli.check_outputs_apart([("-o", args.output)], [  # what it reads; the output usually goes in ROOT/annotations/
+        (f"--sets {item}", os.path.join(args.root, f"VOC{item.partition('/')[0]}", folder))
+        for item in args.sets for folder in ("Annotations", "ImageSets", "JPEGImages")])
     coco = convert(args.root, args.sets)
     cli.write_text_atomic(args.output, json.dumps(coco))
     print(f"{args.output}: {len(coco['images'])} images, {len(coco['annotations'])} objects "

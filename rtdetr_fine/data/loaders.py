@@ -76,6 +76,18 @@ def config_ann_file(cfg, split="val"):
     return demo_paths(cfg, split)[1] if cfg["demo"]["enabled"] else cfg[f"{split}_dataloader"]["dataset"]["ann_file"]
 
 
+def data_inputs(cfg, splits=("train", "val")) -> list:
+    """[(config key, path)] of the image folders and annotation files the splits read (the demo set's
+    for demo configs), for the output guard (cli.check_outputs_apart)."""
+    found = []
+    for split in splits:
+        img_folder, ann_file = (demo_paths(cfg, split) if cfg["demo"]["enabled"]
+                                else (cfg[f"{split}_dataloader"]["dataset"][k] for k in ("img_folder", "ann_file")))
+        found += [(f"{split}_dataloader.dataset.img_folder", img_folder),
+                  (f"{split}_dataloader.dataset.ann_file", ann_file)]
+    return found
+
+
 def check_data_paths(cfg, splits=("train", "val")):
     """Fail before building anything when a configured dataset path does not exist."""
     missing = []

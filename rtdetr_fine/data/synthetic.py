@@ -18,6 +18,7 @@ SHAPES = (
 )
 GENERATOR_VERSION = 1
 MANIFEST = "manifest.json"
+MARKER = ".rtdetr_fine_demo"   # written first into a folder the generator makes: it may write there
 
 
 def _write_atomic(path, data: bytes):
@@ -118,6 +119,8 @@ def make_shapes_dataset(root, num_train=200, num_val=50, image_size=320, num_cla
 
     Layout: root/{train,val}/NNNNNN.jpg, root/annotations/instances_{train,val}.json,
     root/manifest.json (written last: a set without a matching manifest is regenerated).
+    Writes only into a folder it made (its marker file, or a manifest of an earlier version) or an empty
+    one: any other folder is refused (ValueError naming it), so a user's files are never overwritten.
     Returns {"root", "train_img_folder", "train_ann_file", "val_img_folder", "val_ann_file"}.
     """
     if not 1 <= num_classes <= len(SHAPES):
@@ -135,6 +138,7 @@ def make_shapes_dataset(root, num_train=200, num_val=50, image_size=320, num_cla
 
     if _is_complete(manifest, digest, paths, counts):
         return paths
+    claim_folder(root)
     manifest.unlink(missing_ok=True)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     for split_id, (split, n) in enumerate(counts.items()):
@@ -142,6 +146,30 @@ def make_shapes_dataset(root, num_train=200, num_val=50, image_size=320, num_cla
         _write_atomic(paths[f"{split}_ann_file"], _json_bytes(coco))
     _write_atomic(manifest, _json_bytes({"params": params, "hash": digest}))
     return paths
+
+
+def claim_folder(root: Path) -> None:
+    """Make `root` the generator's (creating it with its marker file) if it is new or empty; accept it if
+    the generator made it; else a ValueError naming the folder and some of what it holds."""
+    if (root / MARKER).is_file() or _is_manifest(root / MANIFEST):
+        return
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"demo.root {root} is a file, not a folder: give demo.root a new or empty folder")
+    held = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    if held:
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+        raise ValueError(f"demo.root {root} is a folder the demo generator did not make (it holds {shown}; no "
+                         f"{MARKER} marker): not writing the demo set into it; give demo.root a new or empty folder")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).write_text("made by rtdetr_fine's demo generator (rtdetr_fine/data/synthetic.py): it may "
+                               "rewrite the files of this folder\n")
+
+
+def _is_manifest(path: Path) -> bool:
+    try:
+        return set(json.loads(path.read_text())) == {"params", "hash"}
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _is_complete(manifest, digest, paths, counts):

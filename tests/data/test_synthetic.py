@@ -110,3 +110,28 @@ def test_class_count_limits(tmp_path):
     assert names == [name for name, _ in SHAPES]
     with pytest.raises(ValueError, match="num_classes"):
         make_shapes_dataset(tmp_path / "seven", num_classes=7)
+
+
+def test_the_generator_writes_only_into_a_folder_it_made_or_an_empty_one(tmp_path):
+    """demo.root= a user's folder: refused, naming it, nothing written (issue 25)."""
+    from rtdetr_fine.data.synthetic import MARKER
+    user = tmp_path / "mine"
+    (user / "annotations").mkdir(parents=True)
+    (user / "annotations" / "instances_train.json").write_text("my annotations")
+    with pytest.raises(ValueError, match=f"demo.root {user} is a folder the demo generator did not make "
+                                         r"\(it holds annotations; no"):
+        make_shapes_dataset(user, **SMALL)
+    assert (user / "annotations" / "instances_train.json").read_text() == "my annotations"
+    assert sorted(p.name for p in user.rglob("*")) == ["annotations", "instances_train.json"]
+    (tmp_path / "empty").mkdir()
+    make_shapes_dataset(tmp_path / "empty", **SMALL)                          # empty: made its own
+    assert (tmp_path / "empty" / MARKER).is_file()
+    os.remove(tmp_path / "empty" / "manifest.json")                           # a killed generation: its marker
+    make_shapes_dataset(tmp_path / "empty", **SMALL)                          # lets it finish
+    legacy = tmp_path / "legacy"                                              # made before the marker existed
+    make_shapes_dataset(legacy, **SMALL)
+    os.remove(legacy / MARKER)
+    make_shapes_dataset(legacy, **{**SMALL, "num_val": 5})
+    with pytest.raises(ValueError, match="is a file"):
+        (tmp_path / "f").write_text("x")
+        make_shapes_dataset(tmp_path / "f", **SMALL)
