@@ -263,3 +263,15 @@ def test_a_missing_package_stops_the_benchmark_before_any_timing(tmp_path, capsy
     monkeypatch.setattr(configs, "run", lambda *a, **k: pytest.fail("the job started"))
     assert benchmark.main(["--ablation", "--runs", "1", "--out-dir", str(tmp_path / "b")]) == 1
     assert "benchmark.py needs matplotlib, not installed here: pip install matplotlib" in capsys.readouterr().err
+
+
+def test_anydepth_plot_draws_onnx_files_as_level_lines(tmp_path):
+    """An --onnx file has no GFLOPs: the depth plot draws it as a line at its latency (it raised before)."""
+    from benchmarking.anydepth import plot_depths
+    row = {"config": "configs/rtdetr_r50_anydepth.yml", "input_size": [640, 640], "eager_ms": None}
+    report = {"settings": {"threads": 2}, "results": [
+        {**row, "name": "full", "gflops": 133.9, "ort_ms": 680.0},
+        {**row, "name": "min", "gflops": 81.5, "ort_ms": 440.0},
+        {**row, "name": "other_min", "gflops": None, "ort_ms": 436.0, "config": None}]}
+    plot_depths(report, str(tmp_path / "depths.png"))
+    assert (tmp_path / "depths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

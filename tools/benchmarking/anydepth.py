@@ -37,16 +37,22 @@ def depth_rows(config, overrides):
 
 
 def plot_depths(report, path):
-    """Latency vs GFLOPs, one point per depth, for each runtime timed."""
+    """Latency vs GFLOPs, one point per depth, for each runtime timed; an --onnx file (no GFLOPs) is a
+    dotted line at its latency."""
     results = report["results"]
     fig, ax = pyplot().subplots(figsize=(6.4, 4.4))
     for key, label, marker in (("eager_ms", "PyTorch eager", "o"), ("ort_ms", "onnxruntime", "s")):
-        points = [(r["gflops"], r[key], r["name"]) for r in results if r.get(key) is not None]
-        if not points:
-            continue
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker, label=label)
+        timed = [r for r in results if r.get(key) is not None]
+        points = [(r["gflops"], r[key], r["name"]) for r in timed if r.get("gflops") is not None]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker, label=label)
         for x, y, name in points:
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        for r in timed:   # --onnx files: timed, but no GFLOPs to place them by; a level line each
+            if r.get("gflops") is None:
+                ax.axhline(r[key], linestyle=":", linewidth=0.8, color="gray")
+                ax.annotate(r["name"], (0.01, r[key]), xycoords=("axes fraction", "data"), xytext=(0, 2),
+                            textcoords="offset points", fontsize=7, color="gray")
     ax.set_xlabel("GFLOPs")
     ax.set_ylabel("latency (ms)")
     ax.legend()
