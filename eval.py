@@ -49,7 +49,7 @@ from rtdetr_fine.evaluation.analysis import ap_by_size, count_false_positives, f
 from rtdetr_fine.evaluation.analysis import false_positive_curve
 from rtdetr_fine.checkpoint import CheckpointMismatchError, check_checkpoint_file, load_weights
 from rtdetr_fine.checkpoint import check_config_fits, config_for_checkpoint, recorded_class_set
-from rtdetr_fine.config import EVAL_METRICS
+from rtdetr_fine.config import EVAL_METRICS, config_files
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.data.coco import read_coco_json
 from rtdetr_fine.engine import amp_dtype_for, evaluate
@@ -161,7 +161,7 @@ def check_outputs_apart(args, cfg):
     """The output guard (rtdetr_fine/cli.py): no output is, holds or lies inside an input, before any work."""
     cli.check_outputs_apart(
         [("--output-json", args.output_json), ("--save-detections", args.save_detections), ("--plots", args.plots)],
-        [*cli.config_files(args.config), ("-r", args.resume), ("--detections", args.detections),
+        [*config_files(args.config), ("-r", args.resume), ("--detections", args.detections),
          *data_inputs(cfg, ("val",))])
 
 

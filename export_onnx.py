@@ -24,6 +24,7 @@ import os
 import sys
 
 from rtdetr_fine import cli, deploy
+from rtdetr_fine.config import config_files
 from rtdetr_fine.anydepth import depth_tag, describe_depth, layout_of, resolve_depths, using_depth
 
 
@@ -76,22 +77,29 @@ def run(args, log=print):
               **({"onnxconverter_common": "onnxconverter-common"} if args.fp16 else {})}
     cli.require(needed, "export_onnx.py" + (" --check" if args.check else "") + (" --fp16" if args.fp16 else ""))
     deploy.prepare_output_path(args.output)   # a bad -o fails now, not after building and tracing
-    cli.check_outputs_apart([("-o", args.output)], [*cli.config_files(args.config), ("-r", args.checkpoint)])
+    inputs = [*config_files(args.config), ("-r", args.checkpoint)]
+    cli.check_outputs_apart([("-o", args.output)], inputs)
     model = deploy.build_deploy_model(args.config, args.checkpoint, args.update, log=log)
     height, width = input_hw(args.input_size or model.image_size, deploy.size_divisibility(model.model))
-    depths = resolve_depths(model.model, args.depth)
+    outputs = output_paths(args.output, resolve_depths(model.model, args.depth), model.model)
+    for _, path in outputs:                   # every file this run writes, before the first is written
+        deploy.prepare_output_path(path)
+    cli.check_outputs_apart([("-o", path) for _, path in outputs], inputs)
     reports = {}
-    for depth in depths:
+    for depth, path in outputs:
         with using_depth(model.model, depth):
-            path = args.output
             if depth is not None:
-                tag = depth_tag(depth, layout_of(model.model))
                 log(f"depth {describe_depth(depth, layout_of(model.model))}")
-                if len(depths) > 1:
-                    stem, ext = os.path.splitext(args.output)
-                    path = f"{stem}_{tag}{ext or '.onnx'}"
             reports[path] = export_one(args, model, path, height, width, log)
     return next(iter(reports.values())) if len(reports) == 1 else reports
+
+
+def output_paths(output, depths, model):
+    """[(depth, file)]: -o itself for one depth; FILE_<depth tag>.onnx for each of several (--depth all)."""
+    if len(depths) == 1:
+        return [(depths[0], output)]
+    stem, ext = os.path.splitext(output)
+    return [(depth, f"{stem}_{depth_tag(depth, layout_of(model))}{ext or '.onnx'}") for depth in depths]
 
 
 def export_one(args, model, path, height, width, log):

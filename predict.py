@@ -36,6 +36,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 import rtdetr_fine
 from rtdetr_fine import cli
 from rtdetr_fine.checkpoint import config_for_checkpoint, inference_class_set
+from rtdetr_fine.config import config_files
 from rtdetr_fine.data.classes import apply_class_set
 from rtdetr_fine.data.image_io import load_rgb_image
 from rtdetr_fine.distributed import resolve_device
@@ -185,7 +186,7 @@ def run(args, log=print):
     inputs = collect_inputs(args.inputs)
     cli.check_output_dir(args.output_dir, "-o")        # before the model is built and run
     cli.check_outputs_apart([("-o", args.output_dir)], [*(("INPUT", p) for p in args.inputs),
-                                                       *cli.config_files(args.config), ("-r", args.resume),
+                                                       *config_files(args.config), ("-r", args.resume),
                                                        ("--onnx", args.onnx)])
     taken = set()
     out_paths = [os.path.join(args.output_dir, output_name(path, kind, taken)) for kind, path in inputs]

@@ -38,7 +38,7 @@ from rtdetr_fine.anydepth import convert_sync_batchnorm, describe_depth, layout_
 from rtdetr_fine.checkpoint import check_checkpoint_file, load_weights, remove_stale_temporaries
 from rtdetr_fine.checkpoint import config_for_checkpoint, recorded_class_set
 from rtdetr_fine.data.classes import apply_class_set
-from rtdetr_fine.config import dump_config
+from rtdetr_fine.config import config_files, dump_config
 from rtdetr_fine.config import RULES
 from rtdetr_fine.engine import amp_dtype_for, evaluate, train_one_epoch
 from rtdetr_fine.evaluation.flops import count_params
@@ -50,6 +50,11 @@ from rtdetr_fine.engine.run_dir import outside_run, resumes_in, save_epoch, set_
 from rtdetr_fine.data.loaders import data_inputs
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler
 from rtdetr_fine.engine.training_state import restore_training, training_state
+
+
+def local_file(value):
+    """A config value naming a local file (backbone.pretrained: a path, not true/null or a URL), else None."""
+    return value if isinstance(value, str) and not value.startswith(("http://", "https://")) else None
 
 
 def parse_args(argv=None):
@@ -108,8 +113,9 @@ def main(argv=None):
             raise type(e)(f"{e}" + (" (-r continues in the checkpoint's folder; -u output_dir=OTHER_DIR continues "
                                     "elsewhere)" if args.resume else "")) from None
         cli.check_outputs_apart([("output_dir", cfg["output_dir"])], [   # -r, -c of a run resumed in place are its own
-            *outside_run(cfg["output_dir"], args.resume, [("-r", args.resume), *cli.config_files(args.config)]),
-            ("-t", args.tuning), *data_inputs(cfg)])
+            *outside_run(cfg["output_dir"], args.resume, [("-r", args.resume), *config_files(args.config)]),
+            ("-t", args.tuning), ("backbone.pretrained", local_file(cfg["backbone"].get("pretrained"))),
+            *data_inputs(cfg)])
     if not cfg["demo"]["enabled"]:   # before building anything: a missing COCO is the most common first error
         check_data_paths(cfg, ("val",) if args.test_only else ("train", "val"))
 

@@ -267,30 +267,6 @@ def _inside(path: str, folder: str) -> bool:
     return path != folder and os.path.commonpath([path, folder]) == folder
 
 
-def config_files(path: str | None, what: str = "-c") -> list:
-    """[(what, file)] of a YAML config and the files it __include__s (recursively), for
-    check_outputs_apart. Called after the config loaded (rtdetr_fine.config read and checked it);
-    a file that cannot be read again here is left out, not an error."""
-    import yaml
-    found, todo = [], [(what, path)] if path else []
-    while todo:
-        label, file = todo.pop()
-        file = os.path.abspath(file)
-        if any(file == seen for _, seen in found):
-            continue
-        found.append((label, file))
-        try:
-            with open(file, encoding="utf-8") as f:
-                data = yaml.safe_load(f)
-        except (OSError, ValueError, yaml.YAMLError):
-            continue
-        includes = data.get("__include__", []) if isinstance(data, dict) else []
-        for inc in [includes] if isinstance(includes, str) else includes if isinstance(includes, list) else []:
-            if isinstance(inc, str) and inc:
-                todo.append(("config include", os.path.join(os.path.dirname(file), inc)))
-    return found
-
-
 def prepare_output_file(path: str, what: str = "output file") -> str:
     """check_output_file, then create the file's folder (for writing right away)."""
     check_output_file(path, what)

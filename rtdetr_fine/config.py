@@ -304,6 +304,17 @@ def load_config(path: str, overrides=()) -> dict:
     return _resolve(data, sources, path, overrides)
 
 
+def config_files(path: str | None, what: str = "-c") -> list:
+    """[(what, file)] of a YAML config and of every file it __include__s (recursively; labelled
+    "config include"), as load_config reads them: the inputs an entry point's outputs must stay apart
+    from (cli.check_outputs_apart). [] for no config. Errors as load_config's."""
+    if not path:
+        return []
+    files = []
+    _read_with_includes(path, seen=(), sources={}, files=files)
+    return [(what if i == 0 else "config include", file) for i, file in enumerate(files)]
+
+
 def config_from_dict(data: dict, source: str, overrides=()) -> dict:
     """A config recorded as a mapping (the resolved config a train.py checkpoint holds) -> the config
     load_config would give for a file holding it: merged over DEFAULTS (a key it lacks, e.g. one added
@@ -334,7 +345,10 @@ def _resolve(data, sources, path, overrides):
     return cfg
 
 
-def _read_with_includes(path, seen, sources, included_from=None):
+def _read_with_includes(path, seen, sources, included_from=None, files=None):
+    """The merged mapping of the YAML file at `path` and its __include__s (theirs first, the file's own
+    keys over them); sources[key] records the file that set each key, `files` (a list) every file read,
+    in the order they were opened."""
     path = os.path.abspath(path)
     where = f" (included from {included_from})" if included_from else ""
     if path in seen:
@@ -356,6 +370,8 @@ def _read_with_includes(path, seen, sources, included_from=None):
         raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"cannot read config {path}{where}: {e.strerror or e}") from None
+    if files is not None and path not in files:
+        files.append(path)
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of config keys, got a {type(data).__name__}")
@@ -370,7 +386,7 @@ def _read_with_includes(path, seen, sources, included_from=None):
         raise ConfigError(f"{path}: __include__ must be a file name or a list of them, got {includes!r}")
     for inc in includes:
         inc_path = os.path.join(os.path.dirname(path), inc)
-        _merge_raw(merged, _read_with_includes(inc_path, seen + (path,), sources, included_from=path))
+        _merge_raw(merged, _read_with_includes(inc_path, seen + (path,), sources, included_from=path, files=files))
     _record_sources(data, path, sources)
     _merge_raw(merged, data)
     return merged

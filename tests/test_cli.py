@@ -114,17 +114,6 @@ def test_an_output_that_is_holds_or_lies_in_an_input_is_refused_after_resolving_
     cli.check_outputs_apart([("-o", str(tmp_path / "out")), ("--x", None)], inputs + [("-r", None)])   # apart: fine
 
 
-def test_config_files_lists_the_includes(tmp_path):
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "b.yml").write_text("epochs: 2\n")
-    (tmp_path / "a.yml").write_text("__include__: [base/b.yml]\n")
-    (tmp_path / "c.yml").write_text("__include__: a.yml\nseed: 1\n")
-    assert cli.config_files(str(tmp_path / "c.yml")) == [
-        ("-c", str(tmp_path / "c.yml")), ("config include", str(tmp_path / "a.yml")),
-        ("config include", str(tmp_path / "base" / "b.yml"))]
-    assert cli.config_files(None) == []
-
-
 def _refused(script, argv, capsys, *named):
     """python SCRIPT ARGV fails with one message naming `named` (no traceback)."""
     from helpers import run_script
@@ -183,6 +172,9 @@ def test_train_and_voc_to_coco_refuse_outputs_in_their_inputs(tmp_path, capsys):
     _refused("train.py", ["-c", demo, "-t", str(weights / "r18.pth"), "--device", "cpu",
                           "-u", f"output_dir={weights}", f"demo.root={tmp_path / 'shapes'}"], capsys,
              f"output_dir {weights} contains the input -t {weights / 'r18.pth'}")
+    _refused("train.py", ["-c", demo, "--device", "cpu", "-u", f"output_dir={weights}", f"demo.root={tmp_path / 'shapes'}",
+                          f"backbone.pretrained={weights / 'r18.pth'}"], capsys,
+             f"output_dir {weights} contains the input backbone.pretrained {weights / 'r18.pth'}")
     _refused("train.py", ["-c", demo, "--device", "cpu", "-u", f"output_dir={tmp_path / 'shapes' / 'train' / 'run'}",
                           f"demo.root={tmp_path / 'shapes'}"], capsys, "lies inside the input train_dataloader.dataset.img_folder")
     assert not (tmp_path / "shapes").exists()

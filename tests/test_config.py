@@ -2,7 +2,7 @@ import pytest
 from helpers import config_path
 
 import rtdetr_fine
-from rtdetr_fine.config import ConfigError
+from rtdetr_fine.config import ConfigError, config_files
 
 
 def test_include_and_overrides():
@@ -272,3 +272,17 @@ def test_malformed_files_are_named(tmp_path, text, message):
 def test_a_weight_override_keeps_the_other_loss_weights():
     cfg = rtdetr_fine.load_config(config_path("rtdetr_r18.yml"), ["criterion.weight_dict.loss_vfl=2"])
     assert cfg["criterion"]["weight_dict"] == {"loss_vfl": 2.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+
+
+def test_config_files_lists_the_includes(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "b.yml").write_text("epochs: 2\n")
+    (tmp_path / "a.yml").write_text("__include__: [base/b.yml]\n")
+    (tmp_path / "c.yml").write_text("__include__: a.yml\nseed: 1\n")
+    assert config_files(str(tmp_path / "c.yml")) == [
+        ("-c", str(tmp_path / "c.yml")), ("config include", str(tmp_path / "a.yml")),
+        ("config include", str(tmp_path / "base" / "b.yml"))]
+    assert config_files(None) == []
+    (tmp_path / "d.yml").write_text("__include__: [a.yml, base/b.yml]\n")   # b.yml twice: listed once
+    assert [f for _, f in config_files(str(tmp_path / "d.yml"))] == [
+        str(tmp_path / "d.yml"), str(tmp_path / "a.yml"), str(tmp_path / "base" / "b.yml")]

@@ -116,3 +116,14 @@ def test_a_missing_optional_package_is_named_before_any_work(tmp_path, capsys, m
     assert f"export_onnx.py: error: export_onnx.py {flag} needs {package}, not installed here: pip install {package}" \
         in err
     assert not out.exists()
+
+
+def test_each_per_depth_file_is_kept_apart_from_the_inputs(tmp_path, capsys):
+    """--depth with several depths writes FILE_<tag>.onnx: each of those, not only -o, must not be an input."""
+    config = tmp_path / "m_min.onnx"                       # a config whose name a per-depth output takes
+    config.write_text(f"__include__: {os.path.join(ROOT, 'configs', 'rtdetr_r18_anydepth.yml')}\n")
+    before = config.read_text()
+    code = run_script("export_onnx.py", ["-c", str(config), "-o", str(tmp_path / "m.onnx"), "--depth", "full", "min"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"-o {tmp_path / 'm_min.onnx'} is the input -c {config}" in err, err
+    assert config.read_text() == before and not (tmp_path / "m_full.onnx").exists()   # nothing written

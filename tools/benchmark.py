@@ -66,6 +66,7 @@ if ROOT not in sys.path:
 # and one module per job; its __init__.py says which file does what.
 from benchmarking import anydepth, configs, data, runner  # noqa: E402
 from rtdetr_fine import cli  # noqa: E402
+from rtdetr_fine.config import config_files  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -123,7 +124,7 @@ def run(args, log=print):
     runner.check_flags(args)
     cli.check_outputs_apart([("--out-dir", os.path.join(args.out_dir, name))   # what it writes there
                              for name in ("benchmark.json", "benchmark.md", "benchmark.png", "onnx")], [
-        *(item for config in args.config or () for item in cli.config_files(config)),
+        *(item for config in args.config or () for item in config_files(config)),
         *(("--onnx", item.partition("=")[2] or item) for item in args.onnx)])
     cli.require(NEEDED, "benchmark.py")
     return job_for(args).run(args, log)

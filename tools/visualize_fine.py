@@ -34,7 +34,7 @@ from rtdetr_fine import cli  # noqa: E402
 from rtdetr_fine.checkpoint import load_weights  # noqa: E402
 from rtdetr_fine.checkpoint import config_for_checkpoint, inference_class_set  # noqa: E402
 from rtdetr_fine.data.classes import apply_class_set  # noqa: E402
-from rtdetr_fine.config import ConfigError  # noqa: E402
+from rtdetr_fine.config import ConfigError, config_files  # noqa: E402
 from rtdetr_fine.data import build_val_image_transform  # noqa: E402
 from rtdetr_fine.data.image_io import load_rgb_image  # noqa: E402
 
@@ -149,7 +149,7 @@ def run(args, log=print):
         raise VisualizeError(f"--dpi must be from 1 to {MAX_DPI}, got {args.dpi}")
     cli.check_output_file(args.output, "-o")   # before the model runs
     cli.check_outputs_apart([("-o", args.output)], [("IMAGE", args.image), ("-r", args.resume),
-                                                    *cli.config_files(args.config)])
+                                                    *config_files(args.config)])
     cli.require({"matplotlib": "matplotlib"}, "visualize_fine.py")
     try:
         cfg, source = config_for_checkpoint(args.config, args.resume, args.update)
