@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..layouts.anydepth_authors import to_ours
+from ..nn.pretrained import check_weight_values
 from ..rtdetr.backbone import read_pretrained
 from .norms import init_skip_norms_from_main
 
@@ -138,6 +139,7 @@ def load_adn_pretrained(backbone: ResNetADN, source, depth: int, log=print) -> R
         raise ValueError(f"backbone.pretrained {source} does not fit ResNet-ADN{depth} (backbone.type resnet_adn, "
                          f"variant {backbone.variant}): "
                          f"missing {missing[:4]}, unexpected {unexpected[:4]}, other shapes {mismatched[:4]}")
+    check_weight_values(source, state, own)
     backbone.load_state_dict(state, strict=False)
     init_skip_norms_from_main(backbone, state, log)
     return backbone

@@ -1,4 +1,6 @@
 """train.py's checkpoints: the state written every epoch and its restoration for -r (resume)."""
+import torch
+
 from .. import distributed as du
 from ..checkpoint import load_weights, read_checkpoint
 from ..data.classes import class_set_from_checkpoint
@@ -43,6 +45,7 @@ def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classe
     load_weights(model, path, prefer_ema=False)
     if ema is not None and ckpt.get("ema"):
         _load_state(path, "ema", ema, ckpt["ema"])
+        _check_ema(path, ema)
     _load_optimizer(path, optimizer, ckpt)
     _load_state(path, "lr_scheduler", scheduler, ckpt["lr_scheduler"])
     if scaler is not None and ckpt.get("scaler"):
@@ -61,6 +64,21 @@ def _check_progress(path, ckpt, best_key) -> None:
     best = ckpt.get(best_key, -1.0)
     if isinstance(best, bool) or not isinstance(best, (int, float)):
         raise ValueError(f"checkpoint {path}: its '{best_key}' must be a number, got {best!r}")
+
+
+def _check_ema(path, ema) -> None:
+    """The loaded EMA state is one train.py could have written: a count of updates (it sets the decay of every
+    later update) and finite averaged weights (load_weights checks the model's; an EMA holding NaN would
+    carry them into every later evaluation and best.pth)."""
+    updates = ema.updates
+    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+        raise ValueError(f"checkpoint {path}: its EMA 'updates' must be a count (an integer >= 0), got {updates!r}; "
+                         "not the state train.py writes (start a new run from its weights with -t)")
+    broken = [k for k, v in ema.module.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ValueError(f"checkpoint {path}: its EMA weights are not finite: {len(broken)} tensors hold NaN or inf "
+                         f"values, e.g. 'ema.module.{broken[0]}'; the averaged model diverged: resume from an earlier "
+                         "checkpoint")
 
 
 def _load_optimizer(path, optimizer, ckpt) -> None:

@@ -1,7 +1,8 @@
 """Reading a backbone's ImageNet weights (config key backbone.pretrained) for both detector families:
 a URL (downloaded once into the torch hub cache) or a local file, loaded weights-only. Every failure
 is one message naming the key and the file: a folder, a missing or empty file, a file that is not
-torch.save's (text, another format), one holding pickled Python objects, one without tensors."""
+torch.save's (text, another format), one holding pickled Python objects, one without tensors;
+check_weight_values refuses integer or non-finite weights where the backbone keeps floats."""
 import os
 import re
 
@@ -26,6 +27,22 @@ def read_pretrained(source: str, check_hash: bool = False) -> dict:
         raise ValueError(f"backbone.pretrained: {source} is not a state dict (a mapping of names to tensors): "
                          f"it holds a {type(state).__name__}")
     return state
+
+
+def check_weight_values(source, state: dict, own: dict) -> None:
+    """The tensors of `state` that the model keeps in floating point (same name and shape in `own`) must come
+    as floating point (an integer tensor would be cast silently: not ImageNet weights of this backbone) and be
+    finite (NaN/inf: a diverged or damaged file). ValueErrors name backbone.pretrained and the file."""
+    fits = [k for k, v in state.items() if k in own and own[k].is_floating_point() and own[k].shape == v.shape]
+    integer = [k for k in fits if not state[k].is_floating_point()]
+    if integer:
+        raise ValueError(f"backbone.pretrained: {source}: {len(integer)} weights are stored as integers where the "
+                         f"backbone has floating-point weights, e.g. '{integer[0]}' is {state[integer[0]].dtype}; they "
+                         "would be cast silently, so the file is refused: not ImageNet weights of this backbone")
+    broken = [k for k in fits if not bool(torch.isfinite(state[k]).all())]
+    if broken:
+        raise ValueError(f"backbone.pretrained: {source}: {len(broken)} weights hold NaN or inf values, e.g. "
+                         f"'{broken[0]}': a damaged file or a diverged training; use another weights file")
 
 
 def _read_local(path: str):

@@ -167,6 +167,7 @@ def read_pretrained(source, url):
 def load_pretrained_backbone(backbone, source, depth):
     """Load ImageNet weights into `backbone` from a local path, a URL, or True (official URL)."""
     state = read_pretrained(source, PRETRAINED_URLS[depth])
+    pretrained_weights.check_weight_values(source, state, backbone.state_dict())
     missing, unexpected = backbone.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
         raise ValueError(f"backbone.pretrained {source!r} does not fit PResNet{depth}: "

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torchvision.models import VGG16_Weights
 
-from ..nn.pretrained import read_pretrained
+from ..nn.pretrained import check_weight_values, read_pretrained
 
 FC_INITS = ("reduced_vgg16", "random")
 WEIGHTS = {"random": VGG16_Weights.IMAGENET1K_FEATURES, "reduced_vgg16": VGG16_Weights.IMAGENET1K_V1}
@@ -127,6 +127,9 @@ def load_imagenet_vgg16(extractor: nn.Module, pretrained, fc_init: str, input_st
         raise ValueError(f"ssd.fc_init must be one of {FC_INITS}, got {fc_init!r}")
     source = source_of(pretrained, fc_init)
     state = read_state_dict(source)
+    # every VGG16 tensor SSD300 takes (features.*, classifier.*) is a floating-point weight of the extractor
+    takes = {k: torch.empty(v.shape, device="meta") for k, v in state.items() if k.startswith(("features.", "classifier."))}
+    check_weight_values(source, state, takes)
     if fc_init == "reduced_vgg16":
         reduced = reduce_classifier(state, source)      # before any copy: a file without a classifier changes nothing
         load_vgg16_features(extractor, state)

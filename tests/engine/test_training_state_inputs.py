@@ -71,3 +71,31 @@ def test_a_damaged_entry_names_the_checkpoint_and_entry(tmp_path, key, value):
     path = write_checkpoint(tmp_path, **{key: value})
     with pytest.raises(ValueError, match=rf"checkpoint .*last\.pth: its '{key}' "):
         restore(path)
+
+
+def ema_state(**changes):
+    from rtdetr_fine.engine.optim import ModelEMA
+    state = ModelEMA(Tiny()).state_dict()
+    state.update(changes)
+    return state
+
+
+def restore_with_ema(path):
+    from rtdetr_fine.engine.optim import ModelEMA
+    model, optimizer, scheduler = training_objects([])
+    ema = ModelEMA(model)
+    return restore_training(path, model, ema, optimizer, scheduler, None, classes=None), ema
+
+
+def test_ema_state_is_restored_and_checked(tmp_path):
+    good = ema_state(updates=7)
+    (_, ema) = restore_with_ema(write_checkpoint(tmp_path, ema=good))
+    assert ema.updates == 7 and torch.equal(ema.module.decoder.weight, good["module"]["decoder.weight"])
+    nan = ema_state()
+    nan["module"]["decoder.weight"] = torch.full((2, 2), float("nan"))
+    with pytest.raises(ValueError, match=r"last\.pth: its EMA weights are not finite: 1 tensors hold NaN or inf "
+                                         r"values, e.g. 'ema\.module\.decoder\.weight'"):
+        restore_with_ema(write_checkpoint(tmp_path, ema=nan))
+    for updates in (-1, "7", 2.5, True):
+        with pytest.raises(ValueError, match=rf"last\.pth: its EMA 'updates' must be a count .* got {updates!r}"):
+            restore_with_ema(write_checkpoint(tmp_path, ema=ema_state(updates=updates)))

@@ -73,3 +73,36 @@ def test_a_good_file_still_loads(tmp_path):
     torch.save({"model": source.state_dict()}, path)
     target = load_pretrained_backbone(PResNet(depth=18), str(path), 18)
     assert torch.equal(target.conv1.conv1_1.conv.weight, source.conv1.conv1_1.conv.weight)
+
+
+@pytest.mark.parametrize("damage,reason", [
+    (lambda w: w.round().to(torch.int64), r"1 weights are stored as integers where the backbone has floating-point "
+                                          r"weights, e.g. 'conv1\.conv1_1\.conv\.weight' is torch\.int64"),
+    (lambda w: w.index_fill(0, torch.tensor([0]), float("nan")), r"1 weights hold NaN or inf values, e\.g\. "
+                                                                  r"'conv1\.conv1_1\.conv\.weight'")])
+def test_integer_or_non_finite_weights_are_refused_not_cast(tmp_path, damage, reason):
+    """An integer tensor where the backbone keeps floats would be cast silently by load_state_dict, a NaN would
+    train a NaN model: both refused, naming the key, the file and the tensor (the integer BatchNorm counters of
+    a normal file pass)."""
+    state = PResNet(depth=18).state_dict()
+    assert any(not v.is_floating_point() for v in state.values())     # num_batches_tracked: int64, fine
+    state["conv1.conv1_1.conv.weight"] = damage(state["conv1.conv1_1.conv.weight"])
+    path = tmp_path / "r18.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=rf"^backbone\.pretrained: .*r18\.pth: {reason}"):
+        load_pretrained_backbone(PResNet(depth=18), str(path), 18)
+
+
+def test_ssd_refuses_integer_vgg_weights(tmp_path):
+    from rtdetr_fine.ssd.model import build_torchvision_ssd300
+    convs = [m for m in build_torchvision_ssd300(3).backbone.modules() if isinstance(m, torch.nn.Conv2d)][:13]
+    indices = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]                  # torchvision vgg16's conv indices
+    state = {f"features.{i}.{p}": getattr(c, p).detach().clone() for i, c in zip(indices, convs) for p in ("weight", "bias")}
+    path = tmp_path / "vgg.pth"
+    torch.save(state, path)
+    build_torchvision_ssd300(3, str(path), "random")                              # the intact file loads
+    state["features.0.bias"] = state["features.0.bias"].to(torch.int32)
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"^backbone\.pretrained: .*vgg\.pth: 1 weights are stored as integers .* "
+                                         r"'features\.0\.bias' is torch\.int32"):
+        build_torchvision_ssd300(3, str(path), "random")
