@@ -14,5 +14,7 @@ python3 tools/visualize_fine.py -c "$CONFIG" -r "$CKPT" "$IMAGE" -o docs/images/
 python3 tools/plot_log.py output/demo_shapes/log.txt -o docs/images/curves.png --dpi 70
 # eval.py --plots (no -c: the config the checkpoint records): the five evaluation pictures
 python3 eval.py -r "$CKPT" --plots output/demo_shapes/plots
+cp output/demo_shapes/plots/pr_curves.png docs/images/eval_pr_curves.png
+cp output/demo_shapes/plots/false_positives.png docs/images/eval_false_positives.png
 rm -r "$tmp"
 ls -l docs/images/*.png
