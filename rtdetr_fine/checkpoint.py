@@ -21,6 +21,7 @@ from .data.coco import read_coco_json
 from .data.loaders import config_ann_file
 from .layouts import to_our_layout
 from .layouts import transformers as hf_layout
+from .nn.pretrained import bad_weight_values
 from .rtdetr.backbone import ARCH
 
 
@@ -363,14 +364,12 @@ def _check_tensors(path, which, state) -> None:
 def _check_weight_values(path, which, state, own) -> None:
     """Weights the model keeps in floating point must come as floating point (an integer tensor would be cast
     without a word: not a checkpoint of this model) and be finite (NaN/inf: the run that wrote it diverged)."""
-    fits = [k for k, v in state.items() if k in own and own[k].is_floating_point() and own[k].shape == v.shape]
-    integer = [k for k in fits if not state[k].is_floating_point()]
+    integer, broken = bad_weight_values(state, own)
     if integer:
         raise ValueError(f"checkpoint {path} ({which}): {len(integer)} weights are stored as integers where the "
                          f"model has floating-point weights, e.g. '{integer[0]}' is {state[integer[0]].dtype} "
                          f"(the model's is {own[integer[0]].dtype}); they would be cast silently, so the file is "
                          "refused: it is not a checkpoint of this model")
-    broken = [k for k in fits if not bool(torch.isfinite(state[k]).all())]
     if broken:
         raise ValueError(f"checkpoint {path} ({which}): its weights are not finite: {len(broken)} tensors hold NaN "
                          f"or inf values, e.g. '{broken[0]}' ({_modules_of(broken)}); the training that wrote it "

@@ -29,17 +29,23 @@ def read_pretrained(source: str, check_hash: bool = False) -> dict:
     return state
 
 
-def check_weight_values(source, state: dict, own: dict) -> None:
-    """The tensors of `state` that the model keeps in floating point (same name and shape in `own`) must come
-    as floating point (an integer tensor would be cast silently: not ImageNet weights of this backbone) and be
-    finite (NaN/inf: a diverged or damaged file). ValueErrors name backbone.pretrained and the file."""
+def bad_weight_values(state: dict, own: dict) -> tuple:
+    """(integer, non_finite): the names of the tensors of `state` that the model keeps in floating point (same
+    name and shape in `own`) but that come as integers (load_state_dict would cast them silently), and those
+    holding NaN or inf. Shared by the checkpoint and backbone.pretrained readers, which word the refusal."""
     fits = [k for k, v in state.items() if k in own and own[k].is_floating_point() and own[k].shape == v.shape]
     integer = [k for k in fits if not state[k].is_floating_point()]
+    return integer, [k for k in fits if k not in integer and not bool(torch.isfinite(state[k]).all())]
+
+
+def check_weight_values(source, state: dict, own: dict) -> None:
+    """bad_weight_values refused: integer values where the backbone keeps floats (not ImageNet weights of this
+    backbone), NaN/inf (a diverged or damaged file). ValueErrors name backbone.pretrained and the file."""
+    integer, broken = bad_weight_values(state, own)
     if integer:
         raise ValueError(f"backbone.pretrained: {source}: {len(integer)} weights are stored as integers where the "
                          f"backbone has floating-point weights, e.g. '{integer[0]}' is {state[integer[0]].dtype}; they "
                          "would be cast silently, so the file is refused: not ImageNet weights of this backbone")
-    broken = [k for k in fits if not bool(torch.isfinite(state[k]).all())]
     if broken:
         raise ValueError(f"backbone.pretrained: {source}: {len(broken)} weights hold NaN or inf values, e.g. "
                          f"'{broken[0]}': a damaged file or a diverged training; use another weights file")
