@@ -88,7 +88,9 @@ def parse_args(argv=None):
     p.add_argument("--anydepth", action="store_true",
                    help="with -c CONFIG (one any-depth config): a row per depth (full, each backbone stage skipped "
                         "alone, neck skipped alone, all skips, min); plot: latency vs GFLOPs")
-    p.add_argument("-u", "--update", nargs="*", default=[], help="config overrides for every config, key=value")
+    p.add_argument("-u", "--update", nargs="*", default=[],
+                   help="config overrides, key=value, for every config whose detector family reads the key "
+                        "(--compare: decoder.* goes to the RT-DETR configs, ssd.* to the SSD300 ones)")
     p.add_argument("--input-size", type=int, nargs="+", metavar="S",
                    help="S or H W for every config (default: each config's val_dataloader.image_size)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per model and runtime (default 20)")

@@ -275,3 +275,18 @@ def test_anydepth_plot_draws_onnx_files_as_level_lines(tmp_path):
         {**row, "name": "other_min", "gflops": None, "ort_ms": 436.0, "config": None}]}
     plot_depths(report, str(tmp_path / "depths.png"))
     assert (tmp_path / "depths.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_overrides_go_to_the_configs_whose_family_reads_them():
+    """--compare mixes RT-DETR and SSD300 configs: -u decoder.* reaches the RT-DETR ones only, ssd.* the SSD300
+    ones, shared keys all of them; a key that no config timed reads is refused, naming it."""
+    from benchmarking.runner import check_overrides_used, family_overrides
+    from benchmarking import BenchmarkError
+    r18, ssd = os.path.join(ROOT, "configs", "rtdetr_r18.yml"), os.path.join(ROOT, "configs", "ssd300.yml")
+    items = ["decoder.num_queries=100", "ssd.fc_init=random", "seed=3"]
+    assert family_overrides(r18, items) == ["decoder.num_queries=100", "seed=3"]
+    assert family_overrides(ssd, items) == ["ssd.fc_init=random", "seed=3"]
+    check_overrides_used(items, [r18, ssd])
+    with pytest.raises(BenchmarkError, match=r"-u 'decoder\.num_queries=100': no config timed here reads it .* "
+                                             r"configs timed: SSD300"):
+        check_overrides_used(items, [ssd])

@@ -11,6 +11,7 @@ import platform
 import torch
 
 from rtdetr_fine import cli
+from rtdetr_fine.config import FAMILY_KEYS, FAMILY_NAMES, load_config
 
 from . import BenchmarkError
 from .models import Candidate, OnnxFile, parse_onnx_args
@@ -54,7 +55,9 @@ def run_models(args, rows, log, plot=bar_charts):
     work_dir = os.path.join(args.out_dir, "onnx")
     os.makedirs(work_dir, exist_ok=True)
     load_before = _load_average(log)
-    models = [_candidate(row, args, size, work_dir, log) for row in rows()]
+    built = rows()
+    check_overrides_used(args.update, [config for _, config, _, _ in built])   # before counting and exporting
+    models = [_candidate(row, args, size, work_dir, log) for row in built]
     for name, path in onnx_files:
         log(f"[{name}] onnxruntime session for {path}")
         models.append(OnnxFile(name, path, *(size or models[0].result["input_size"]), args.threads))
@@ -72,11 +75,30 @@ def _load_average(log):
     return load
 
 
+def family_overrides(config, overrides):
+    """The -u items the detector family of `config` reads. --compare mixes RT-DETR and SSD300 configs: a key
+    only one family reads (config.FAMILY_KEYS, e.g. decoder.* or ssd.*) goes to that family's configs, as
+    each family's config would refuse the other's."""
+    family = load_config(config)["detector"]
+    foreign = tuple(prefix for other, prefixes in FAMILY_KEYS.items() if other != family for prefix in prefixes)
+    return [item for item in overrides if not item.split("=", 1)[0].strip().startswith(foreign)]
+
+
+def check_overrides_used(overrides, configs):
+    """Each -u item must reach at least one config: one that none of them reads would be dropped silently."""
+    used = {item for config in configs for item in family_overrides(config, overrides)}
+    unused = [item for item in overrides if item not in used]
+    if unused:
+        families = sorted({FAMILY_NAMES[load_config(config)["detector"]] for config in configs})
+        raise BenchmarkError(f"-u {unused[0]!r}: no config timed here reads it (its key belongs to the other "
+                             f"detector family; configs timed: {', '.join(families)})")
+
+
 def _candidate(row, args, size, work_dir, log):
     """A row's Candidate, counted (memory, params, FLOPs) and exported to ONNX."""
     name, config, model, depth = row
     log(f"[{name}] build, count, export ({config}{', depth ' + depth if depth else ''})")
-    candidate = Candidate(name, config, args.update, size, args.threads, work_dir, model)
+    candidate = Candidate(name, config, family_overrides(config, args.update), size, args.threads, work_dir, model)
     if depth:
         candidate.result["depth"] = depth
     candidate.count()
