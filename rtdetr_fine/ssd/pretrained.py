@@ -127,8 +127,9 @@ def load_imagenet_vgg16(extractor: nn.Module, pretrained, fc_init: str, input_st
         raise ValueError(f"ssd.fc_init must be one of {FC_INITS}, got {fc_init!r}")
     source = source_of(pretrained, fc_init)
     state = read_state_dict(source)
-    # every VGG16 tensor SSD300 takes (features.*, classifier.*) is a floating-point weight of the extractor
-    takes = {k: torch.empty(v.shape, device="meta") for k, v in state.items() if k.startswith(("features.", "classifier."))}
+    # every VGG16 tensor SSD300 takes (features.*, and classifier.* for reduced_vgg16) is a floating-point weight
+    taken = ("features.", "classifier.") if fc_init == "reduced_vgg16" else ("features.",)
+    takes = {k: torch.empty(v.shape, device="meta") for k, v in state.items() if k.startswith(taken)}
     check_weight_values(source, state, takes)
     if fc_init == "reduced_vgg16":
         reduced = reduce_classifier(state, source)      # before any copy: a file without a classifier changes nothing
