@@ -184,6 +184,8 @@ def run(args, log=print):
         raise PredictError("--onnx without -r: give the config with -c CONFIG (its class set and image size), "
                            "or -r CKPT with a train.py checkpoint, whose recorded config is then used")
     inputs = collect_inputs(args.inputs)
+    if any(kind == "video" for kind, _ in inputs):   # before the config and checkpoint are read
+        cli.require({"av": "av"}, "reading and writing videos")
     cli.check_output_dir(args.output_dir, "-o")        # before the model is built and run
     cli.check_outputs_apart([("-o", args.output_dir)], [*(("INPUT", p) for p in args.inputs),
                                                        *config_files(args.config), ("-r", args.resume),
@@ -192,8 +194,6 @@ def run(args, log=print):
     out_paths = [os.path.join(args.output_dir, output_name(path, kind, taken)) for kind, path in inputs]
     for path in out_paths + [os.path.join(args.output_dir, name) for name in ("detections.json", "images.json")]:
         cli.check_output_file(path, "output file")   # e.g. DIR/detections.json a folder: named before drawing
-    if any(kind == "video" for kind, _ in inputs):
-        cli.require({"av": "av"}, "reading and writing videos")
     device = resolve_device(args.device)
     cfg, config_source = config_for_checkpoint(args.config, args.resume, args.update)
     cfg["backbone"]["pretrained"] = None               # every weight comes from the checkpoint
