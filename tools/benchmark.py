@@ -15,6 +15,8 @@ and benchmark.png to --out-dir.
     python tools/benchmark.py -c configs/rtdetr_r18.yml --onnx official=official_r18.onnx --runs 100
     python tools/benchmark.py --anydepth -c configs/rtdetr_r50_anydepth.yml --runs 100   # one row per depth
     python tools/benchmark.py --data --runs 10               # training input pipeline: ours vs the official
+    python tools/benchmark.py -c configs/rtdetr_r18.yml configs/rtdetr_r18_fine.yml --no-eager --profile 20
+                                                             # + where onnxruntime's time goes, per module
 
 --anydepth times one any-depth config at the depths of anydepth.benchmark_depths (full, each
 backbone stage skipped alone, the neck skipped alone, all skips, min), all copies of one built
@@ -98,6 +100,9 @@ def parse_args(argv=None):
     p.add_argument("--block", type=int, default=5,
                    help="consecutive timed runs per model before the next model's turn (default 5)")
     p.add_argument("--no-eager", action="store_true", help="time onnxruntime only (eager columns n/a)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after the timing, N runs of each ONNX graph under onnxruntime's profiler: node time per "
+                        "module and op type -> profile.{json,md} (tools/benchmarking/profile.py; default 0: off)")
     p.add_argument("--onnx", nargs="+", default=[], metavar="NAME=PATH",
                    help="also time these ONNX files (RT-DETR deploy interface) in onnxruntime, "
                         "e.g. official=official_r18.onnx")
@@ -125,7 +130,8 @@ def run(args, log=print):
     returns the report dict."""
     runner.check_flags(args)
     cli.check_outputs_apart([("--out-dir", os.path.join(args.out_dir, name))   # what it writes there
-                             for name in ("benchmark.json", "benchmark.md", "benchmark.png", "onnx")], [
+                             for name in ("benchmark.json", "benchmark.md", "benchmark.png", "onnx",
+                                          "profile.json", "profile.md")], [
         *(item for config in args.config or () for item in config_files(config)),
         *(("--onnx", item.partition("=")[2] or item) for item in args.onnx)])
     cli.require(NEEDED, "benchmark.py")

@@ -290,3 +290,26 @@ def test_overrides_go_to_the_configs_whose_family_reads_them():
     with pytest.raises(BenchmarkError, match=r"-u 'decoder\.num_queries=100': no config timed here reads it .* "
                                              r"configs timed: SSD300"):
         check_overrides_used(items, [ssd])
+
+
+def test_profile_sums_onnxruntime_node_time_per_module(tmp_path):
+    """--profile: each model's node time per run, per module of the exported model; FINE's modules appear in the
+    FINE graph only, and the modules add up to the node total."""
+    from benchmarking.profile import OTHER, module_of
+    assert module_of("/model/encoder/fine.0/linear1/MatMul/MatMulAddFusion") == "model/encoder/fine.0"
+    assert module_of("model/decoder/decoder/query_pos_head/layers.1_1/MatMul") == "model/decoder/decoder"
+    assert module_of("ReorderOutput_token_608") == OTHER and module_of("/postprocessor/TopK") == "postprocessor"
+    report = benchmark.run(benchmark.parse_args([
+        "-c", "configs/rtdetr_r18.yml", "configs/ablation/rtdetr_r18_fine_linear_bottleneck.yml", "--input-size", "128",
+        "-u", "decoder.num_queries=100", "postprocessor.num_top_queries=100", "--runs", "1", "--warmup", "0",
+        "--block", "1", "--no-eager", "--profile", "2", "--out-dir", str(tmp_path)]), log=lambda *a: None)
+    base, fine = (r["ort_profile"] for r in report["results"])
+    for p in (base, fine):
+        assert p["runs"] == 2 and p["node_ms"] > 0 and abs(sum(p["modules"].values()) - p["node_ms"]) < 1e-6
+        assert p["modules"]["model/backbone/res_layers.0"] > 0 and p["ops"]["Conv"] > 0
+    assert "model/encoder/fine.0" in fine["modules"] and not any("fine" in m for m in base["modules"])
+    text = (tmp_path / "profile.md").read_text()
+    assert "### rtdetr_r18_fine_linear_bottleneck" in text and "| model/encoder/fine.0 |" in text
+    assert [r["name"] for r in json.loads((tmp_path / "profile.json").read_text())] == [
+        "rtdetr_r18", "rtdetr_r18_fine_linear_bottleneck"]
+    assert benchmark.main(["--data", "--profile", "3", "--out-dir", str(tmp_path / "d")]) == 1

@@ -5,6 +5,7 @@
     runner.py    the run the model jobs share: build, count, export, time both runtimes, report
     report.py    ratios to each family's reference; benchmark.json / .md / .png
     papers.py    the papers' figures (FINE Table 3, CFSAM Table 4) next to ours
+    profile.py   --profile: onnxruntime's profiler, node time per module and op type (profile.json / .md)
     configs.py   job: named configs (--ablation, --compare, -c CONFIGS)
     anydepth.py  job: one any-depth model at each of its benchmark depths (--anydepth -c CONFIG)
     data.py      job: the training input pipeline, ours against the official one's (--data)

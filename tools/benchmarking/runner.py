@@ -16,6 +16,7 @@ from rtdetr_fine.config import FAMILY_KEYS, FAMILY_NAMES, load_config
 from . import BenchmarkError
 from .models import Candidate, OnnxFile, parse_onnx_args
 from .papers import add_paper_figures
+from .profile import profile_models, write_profile
 from .report import add_ratios, publish, reference_indices
 from .report import plot as bar_charts
 from .timing import latency_stats, paired_ratio, time_in_blocks
@@ -37,8 +38,11 @@ def input_hw(sizes):
 def check_flags(args):
     """The flags every job shares: --input-size, --runs, --threads, --warmup, --block."""
     input_hw(args.input_size)
-    if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.block < 1:
-        raise BenchmarkError("--runs, --threads and --block must be >= 1, --warmup >= 0")
+    if args.runs < 1 or args.threads < 1 or args.warmup < 0 or args.block < 1 or args.profile < 0:
+        raise BenchmarkError("--runs, --threads and --block must be >= 1, --warmup and --profile >= 0")
+    if args.profile and getattr(args, "data", False):
+        raise BenchmarkError("--profile profiles ONNX graphs: it goes with -c, --ablation, --compare or --anydepth, "
+                             "not --data")
 
 
 def run_models(args, rows, log, plot=bar_charts):
@@ -62,9 +66,14 @@ def run_models(args, rows, log, plot=bar_charts):
         log(f"[{name}] onnxruntime session for {path}")
         models.append(OnnxFile(name, path, *(size or models[0].result["input_size"]), args.threads))
     _time_runtimes(models, args, log)
+    if args.profile:
+        profile_models(models, args.profile, args.threads, log)
     report = {"settings": settings(args, size, load_before),
               "results": add_paper_figures(add_ratios([m.result for m in models]))}
-    return publish(report, args.out_dir, log, plot)
+    publish(report, args.out_dir, log, plot)
+    if args.profile:
+        log("wrote " + ", ".join(write_profile(report, args.out_dir)))
+    return report
 
 
 def _load_average(log):
