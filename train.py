@@ -50,11 +50,7 @@ from rtdetr_fine.engine.run_dir import outside_run, resumes_in, save_epoch, set_
 from rtdetr_fine.data.loaders import data_inputs
 from rtdetr_fine.engine.optim import ModelEMA, build_optimizer, build_scheduler
 from rtdetr_fine.engine.training_state import restore_training, training_state
-
-
-def local_file(value):
-    """A config value naming a local file (backbone.pretrained: a path, not true/null or a URL), else None."""
-    return value if isinstance(value, str) and not value.startswith(("http://", "https://")) else None
+from rtdetr_fine.nn.pretrained import local_file
 
 
 def parse_args(argv=None):

@@ -145,6 +145,11 @@ FAMILY_KEYS = {
 }
 FAMILY_NAMES = {"rtdetr": "RT-DETR", "ssd300": "SSD300"}
 
+
+def family_of_key(key: str) -> str | None:
+    """The detector family that alone reads the dotted `key` (FAMILY_KEYS), or None for a key both read."""
+    return next((family for family, prefixes in FAMILY_KEYS.items() if key.startswith(prefixes)), None)
+
 # Keys of earlier versions, with what replaces them.
 REMOVED_KEYS = {
     "optimizer.backbone_lr": "give the backbone's lr in optimizer.params, e.g. {params: backbone, lr: 1.0e-5}",
@@ -190,7 +195,30 @@ class _Loader(yaml.SafeLoader):
         self._composed = 0                              # values composed so far (aliases not expanded)
 
     def compose_node(self, parent, index):
-        return _compose_node_bounded(self, parent, index)
+        """yaml's Composer.compose_node, refusing self-referencing aliases and nesting deeper than MAX_YAML_DEPTH."""
+        path = self._key_path + ([] if index is None or parent is None else [_node_name(index)])
+        if self.check_event(yaml.AliasEvent):
+            anchor = self.peek_event().anchor
+            if anchor in self._open_anchors:
+                raise YamlLimitError(f"key '{_dotted(path)}' refers to itself (alias *{anchor} inside the value "
+                                     f"anchored &{anchor}); a config value cannot contain itself")
+            return yaml.SafeLoader.compose_node(self, parent, index)
+        if len(self._open_anchors) >= MAX_YAML_DEPTH:
+            raise YamlLimitError(f"key '{_dotted(path[:4])}...' is nested more than {MAX_YAML_DEPTH} levels deep "
+                                 "(a config nests a few levels)")
+        self._composed += 1
+        if self._composed > MAX_YAML_VALUES:   # stop reading a huge document early (not after building it)
+            raise YamlLimitError(f"the document holds more than the {MAX_YAML_VALUES} values a config may hold "
+                                 f"(reading stopped at key '{_dotted(path)}')")
+        anchor = self.peek_event().anchor
+        saved = self._key_path
+        self._key_path = path
+        self._open_anchors.append(anchor)
+        try:
+            return yaml.SafeLoader.compose_node(self, parent, index)
+        finally:
+            self._open_anchors.pop()
+            self._key_path = saved
 
     def compose_document(self):
         root = super().compose_document()
@@ -214,33 +242,6 @@ MAX_YAML_VALUES = 10_000
 
 class YamlLimitError(ValueError):
     """A YAML document beyond the bounds above (the reader adds the file or override)."""
-
-
-def _compose_node_bounded(self, parent, index):
-    """yaml's Composer.compose_node, refusing self-referencing aliases and nesting deeper than MAX_YAML_DEPTH."""
-    path = self._key_path + ([] if index is None or parent is None else [_node_name(index)])
-    if self.check_event(yaml.AliasEvent):
-        anchor = self.peek_event().anchor
-        if anchor in self._open_anchors:
-            raise YamlLimitError(f"key '{_dotted(path)}' refers to itself (alias *{anchor} inside the value "
-                                 f"anchored &{anchor}); a config value cannot contain itself")
-        return yaml.SafeLoader.compose_node(self, parent, index)
-    if len(self._open_anchors) >= MAX_YAML_DEPTH:
-        raise YamlLimitError(f"key '{_dotted(path[:4])}...' is nested more than {MAX_YAML_DEPTH} levels deep "
-                             "(a config nests a few levels)")
-    self._composed += 1
-    if self._composed > MAX_YAML_VALUES:   # stop reading a huge document early (not after building it)
-        raise YamlLimitError(f"the document holds more than the {MAX_YAML_VALUES} values a config may hold "
-                             f"(reading stopped at key '{_dotted(path)}')")
-    anchor = self.peek_event().anchor
-    saved = self._key_path
-    self._key_path = path
-    self._open_anchors.append(anchor)
-    try:
-        return yaml.SafeLoader.compose_node(self, parent, index)
-    finally:
-        self._open_anchors.pop()
-        self._key_path = saved
 
 
 def _node_name(index):
@@ -924,10 +925,10 @@ def _validate_combinations(cfg, where):
 def _validate_family_keys(cfg, fail):
     """Keys of the other detector family (FAMILY_KEYS) changed from their defaults: refused, naming them."""
     family = cfg["detector"]
-    foreign = [key for other, prefixes in FAMILY_KEYS.items() if other != family
-               for key in leaf_keys(DEFAULTS) if key.startswith(prefixes) and _get(cfg, key) != _get(DEFAULTS, key)]
+    foreign = [key for key in leaf_keys(DEFAULTS) if family_of_key(key) not in (None, family)
+               and _get(cfg, key) != _get(DEFAULTS, key)]
     if foreign:
-        owner = next(other for other, prefixes in FAMILY_KEYS.items() if foreign[0].startswith(prefixes))
+        owner = family_of_key(foreign[0])
         fail(tuple(foreign) + ("detector",), f"detector: {family} does not read the {FAMILY_NAMES[owner]}-only "
              f"key(s) {', '.join(foreign)} (they would be ignored); remove them, or set detector: {owner}")
 

@@ -290,15 +290,20 @@ def to_fp16(path: str) -> str:
     return "converted to float16 (inputs/outputs stay float32)"
 
 
-def onnxruntime_session(path: str, threads: int | None = None, cuda: bool = False):
+def onnxruntime_session(path: str, threads: int | None = None, cuda: bool = False, profile_prefix: str | None = None):
     """An onnxruntime session for `path`: CPU, or CUDA first when asked and available; `threads`
-    intra-op threads (default: onnxruntime's). A file onnxruntime cannot load is a ValueError naming it."""
+    intra-op threads (default: onnxruntime's); with `profile_prefix`, onnxruntime's profiler on, writing
+    its JSON there (session.end_profiling() returns the file). A file onnxruntime cannot load is a
+    ValueError naming it."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     providers = ["CPUExecutionProvider"]
     if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")

@@ -53,12 +53,17 @@ def restore_training(path: str, model, ema, optimizer, scheduler, scaler, classe
     return ckpt["epoch"] + 1, ckpt["iteration"], ckpt.get(best_key, -1.0)
 
 
+def _is_count(value) -> bool:
+    """An integer >= 0 (a bool is not a count, though Python's True == 1)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def _check_progress(path, ckpt, best_key) -> None:
     """epoch and iteration are counts (integers >= 0), the best value a number: anything else would resume
     at a wrong epoch (e.g. -5 trains epochs -4, -3, ...) or fail deep in the loop."""
     for key in ("epoch", "iteration"):
         value = ckpt.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not _is_count(value):
             raise ValueError(f"checkpoint {path}: its '{key}' must be a count (an integer >= 0), got {value!r}; "
                              "not a checkpoint train.py wrote (start a fine-tuning run from its weights with -t)")
     best = ckpt.get(best_key, -1.0)
@@ -71,7 +76,7 @@ def _check_ema(path, ema) -> None:
     later update) and finite averaged weights (load_weights checks the model's; an EMA holding NaN would
     carry them into every later evaluation and best.pth)."""
     updates = ema.updates
-    if isinstance(updates, bool) or not isinstance(updates, int) or updates < 0:
+    if not _is_count(updates):
         raise ValueError(f"checkpoint {path}: its EMA 'updates' must be a count (an integer >= 0), got {updates!r}; "
                          "not the state train.py writes (start a new run from its weights with -t)")
     broken = [k for k, v in ema.module.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]

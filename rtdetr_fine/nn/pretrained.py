@@ -12,7 +12,7 @@ import torch
 def read_pretrained(source: str, check_hash: bool = False) -> dict:
     """The state dict backbone.pretrained names (its "model" entry when it holds a training checkpoint)."""
     source = str(source)
-    if source.startswith(("http://", "https://")):
+    if _is_url(source):
         try:
             state = torch.hub.load_state_dict_from_url(source, map_location="cpu", weights_only=True,
                                                        check_hash=check_hash)
@@ -27,6 +27,15 @@ def read_pretrained(source: str, check_hash: bool = False) -> dict:
         raise ValueError(f"backbone.pretrained: {source} is not a state dict (a mapping of names to tensors): "
                          f"it holds a {type(state).__name__}")
     return state
+
+
+def local_file(source):
+    """The local file a backbone.pretrained value names, or None (true, null, or a URL): an input of the run."""
+    return source if isinstance(source, str) and not _is_url(source) else None
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
 
 
 def bad_weight_values(state: dict, own: dict) -> tuple:

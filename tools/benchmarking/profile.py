@@ -15,6 +15,8 @@ import os
 import tempfile
 from collections import Counter
 
+from rtdetr_fine import deploy
+
 OTHER = "(no module path: onnxruntime's layout nodes and renamed fusions)"
 SHOWN = 14   # modules per model in profile.md
 
@@ -49,19 +51,13 @@ def node_times(events, runs: int) -> dict:
 def profile_models(models, runs: int, threads: int, log) -> None:
     """Adds result['ort_profile'] to every model with an ONNX graph (Candidate / OnnxFile). The models take
     turns run by run, as in the timing, so a drift in the machine's speed hits them alike."""
-    import onnxruntime as ort
     profiled = [(m, getattr(m, "onnx_path", None) or m.result.get("onnx")) for m in models]
     profiled = [(m, path) for m, path in profiled if path]
     log(f"onnxruntime profiles: {runs} runs of {len(profiled)} models, in turns")
     with tempfile.TemporaryDirectory() as folder:
         sessions = []
         for i, (m, path) in enumerate(profiled):
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            options.enable_profiling = True
-            options.profile_file_prefix = os.path.join(folder, f"model{i}")
-            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            session = deploy.onnxruntime_session(path, threads, profile_prefix=os.path.join(folder, f"model{i}"))
             feed = {"images": m.images.numpy(), "orig_target_sizes": m.sizes.numpy()}
             session.run(None, feed)                                          # the untimed first run
             sessions.append((session, feed))

@@ -11,7 +11,7 @@ import platform
 import torch
 
 from rtdetr_fine import cli
-from rtdetr_fine.config import FAMILY_KEYS, FAMILY_NAMES, load_config
+from rtdetr_fine.config import FAMILY_NAMES, family_of_key, load_config
 
 from . import BenchmarkError
 from .models import Candidate, OnnxFile, parse_onnx_args
@@ -86,11 +86,10 @@ def _load_average(log):
 
 def family_overrides(config, overrides):
     """The -u items the detector family of `config` reads. --compare mixes RT-DETR and SSD300 configs: a key
-    only one family reads (config.FAMILY_KEYS, e.g. decoder.* or ssd.*) goes to that family's configs, as
+    only one family reads (config.family_of_key, e.g. decoder.* or ssd.*) goes to that family's configs, as
     each family's config would refuse the other's."""
     family = load_config(config)["detector"]
-    foreign = tuple(prefix for other, prefixes in FAMILY_KEYS.items() if other != family for prefix in prefixes)
-    return [item for item in overrides if not item.split("=", 1)[0].strip().startswith(foreign)]
+    return [item for item in overrides if family_of_key(item.split("=", 1)[0].strip()) in (None, family)]
 
 
 def check_overrides_used(overrides, configs):
